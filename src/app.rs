@@ -1,0 +1,158 @@
+//! Wiring of the service (`agentwatch run`): HTTP endpoint, topic checks, restore,
+//! sink and poller, and the order in which they stop.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{sync::broadcast, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    http::{self, Health},
+    metrics::Metrics,
+    poller::{Poller, SweepReport, SweepResult},
+    sinks::kafka::{self, restore, topics, KafkaSink, SinkError},
+    snapshot::{StatusNames, Store},
+    sources::{bk::ApiError, gse::GseClient, nodeman::NodemanClient},
+};
+
+/// How long the start-up restore may take before the service gives up.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up the BlueKing API client: {0}")]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("a task failed: {0}")]
+    Task(String),
+}
+
+/// How the service ended.
+#[derive(Debug, Clone)]
+pub struct Exit {
+    /// Agents whose change was not acknowledged before the grace period ended.
+    pub unflushed: usize,
+}
+
+/// A started service.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    pub health: Health,
+    sweeps: broadcast::Sender<SweepReport>,
+    task: JoinHandle<Result<Exit, AppError>>,
+}
+
+impl Running {
+    /// Sweep reports from now on.
+    pub fn sweeps(&self) -> broadcast::Receiver<SweepReport> {
+        self.sweeps.subscribe()
+    }
+
+    /// Waits for the service to stop (after `shutdown` is cancelled, or on a fatal
+    /// start-up error).
+    pub async fn wait(self) -> Result<Exit, AppError> {
+        self.task
+            .await
+            .map_err(|e| AppError::Task(e.to_string()))?
+    }
+}
+
+/// Starts the service. Returns once the HTTP endpoint is bound; topic checks and the
+/// restore run in the background (failures end the returned task with an error).
+pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, AppError> {
+    let metrics = Metrics::new();
+    let health = Health::default();
+    let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: cfg.http.listen.clone(),
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| AppError::Bind {
+        addr: cfg.http.listen.clone(),
+        source,
+    })?;
+    // The endpoint outlives the poller and sink so the final metrics can be scraped
+    // during the drain; it stops last.
+    let http_stop = CancellationToken::new();
+    let router = http::router(metrics.clone(), health.clone());
+    let http_task = tokio::spawn(http::serve(listener, router, http_stop.clone()));
+    tracing::info!(addr = %http_addr, "serving /metrics, /healthz, /readyz");
+
+    let gse = GseClient::new(&cfg.gse, &cfg.bk, metrics.clone())?;
+    let nodeman = NodemanClient::new(&cfg.nodeman, &cfg.bk, metrics.clone())?;
+    let (store, work) = Store::new();
+    let poller = Poller::new(
+        cfg.poll.clone(),
+        gse,
+        cfg.gse.batch_size,
+        cfg.gse.concurrency,
+        nodeman,
+        store.clone(),
+        metrics.clone(),
+        StatusNames::from_config(&cfg.gse.status_names),
+    );
+    let mut reports = poller.subscribe();
+    let (sweeps, _) = broadcast::channel(64);
+    let forward = sweeps.clone();
+    let task = {
+        let (store, metrics, health) = (store.clone(), metrics.clone(), health.clone());
+        tokio::spawn(async move {
+            let result = async {
+                if cfg.kafka.create_topics {
+                    topics::ensure_topics(&cfg.kafka).await?;
+                }
+                let report = restore::restore(&cfg.kafka, store.clone(), RESTORE_TIMEOUT).await?;
+                store.finish_restore();
+                metrics.restored_agents.set(report.agents as i64);
+                metrics.restore_duration_seconds.set(report.elapsed.as_secs_f64());
+                tracing::info!(agents = report.agents, records = report.records,
+                    tombstones = report.tombstones, invalid = report.invalid,
+                    elapsed = ?report.elapsed, "state restored");
+                let producer = kafka::create_producer(&cfg.kafka)?;
+                let sink = KafkaSink::new(producer, store.clone(), cfg.kafka.clone(), metrics.clone());
+                let sink_task = tokio::spawn(sink.run(work, shutdown.clone(), cfg.shutdown.grace));
+                let poller_task = tokio::spawn(poller.run(shutdown.clone()));
+                // Readiness: restored, and one sweep finished with an inventory.
+                let ready_task = tokio::spawn(async move {
+                    while let Ok(r) = reports.recv().await {
+                        if r.result != SweepResult::Failed || r.agents > 0 {
+                            if !health.is_ready() {
+                                health.set_ready();
+                                metrics.ready.set(1);
+                                tracing::info!(sweep = r.sweep, "ready");
+                            }
+                        }
+                        let _ = forward.send(r);
+                    }
+                });
+                poller_task.await.map_err(|e| AppError::Task(e.to_string()))?;
+                let unflushed = sink_task.await.map_err(|e| AppError::Task(e.to_string()))?;
+                ready_task.abort();
+                Ok::<_, AppError>(Exit { unflushed })
+            }
+            .await;
+            http_stop.cancel();
+            let _ = http_task.await;
+            result
+        })
+    };
+    Ok(Running {
+        http_addr,
+        store,
+        metrics,
+        health,
+        sweeps,
+        task,
+    })
+}

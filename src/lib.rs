@@ -1,0 +1,39 @@
+//! agentwatch: streams BlueKing GSE agent status changes to Kafka.
+//!
+//! # Layout
+//!
+//! ```text
+//!  sources/                      snapshot/                     sinks/kafka/
+//!  ┌──────────────┐ hosts       ┌──────────────────────┐ work  ┌───────────────────┐
+//!  │ nodeman      │────────┐    │ Store (DashMap)      │──────▶│ KafkaSink         │──▶ events topic
+//!  │ (inventory)  │        ▼    │  acked / pending /   │       │ (idempotent,      │──▶ state topic
+//!  └──────────────┘   poller/ ─▶│  in-flight per agent │◀──────│  acks=all)        │    (compacted)
+//!  ┌──────────────┐   (sweep,   │ diff (pure)          │ acks  └───────────────────┘
+//!  │ gse v2       │──▶ merge)   └──────────────────────┘              ▲
+//!  │ (batches)    │                     ▲  restore at start ──────────┘
+//!  └──────────────┘                     │
+//!  sources/bk: one HTTP client layer    http/: /metrics /healthz /readyz (reads only)
+//! ```
+//!
+//! - [`config`]: TOML + `AGENTWATCH__SECTION__KEY` overrides, every bad field reported.
+//! - [`sources`]: BlueKing API clients (shared retry/auth/envelope layer, GSE, NodeMan).
+//! - [`poller`]: inventory refresh + GSE sweep, merging both into `AgentState`s.
+//! - [`snapshot`]: the per-agent store and the pure diff.
+//! - [`sinks`]: the Kafka producer loop, topic checks, start-up restore.
+//! - [`http`]: metrics and health endpoints.
+//! - [`metrics`]: every Prometheus metric, registered in one place.
+//! - [`sim`]: the BlueKing simulator used by `agentwatch simulate`, the demo and tests.
+//! - [`app`]: wiring of `agentwatch run`; [`demo`]: the zero-setup demo.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod metrics;
+pub mod poller;
+pub mod proto;
+pub mod sim;
+pub mod sinks;
+pub mod snapshot;
+pub mod sources;

@@ -1,0 +1,250 @@
+//! The `agentwatch` command line. The only place that uses `anyhow`, installs signal
+//! handlers and chooses exit codes: 0 ok, 1 runtime failure, 2 bad usage or config.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use agentwatch::{
+    app,
+    config::{self, Config, ConfigError, LogFormat},
+    demo,
+    sim::{SimConfig, Simulator},
+};
+
+#[derive(Parser)]
+#[command(name = "agentwatch", version, about = "Streams BlueKing GSE agent status changes to Kafka")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Run {
+        /// TOML config file; every key can be overridden as AGENTWATCH__SECTION__KEY.
+        #[arg(long, short, env = "AGENTWATCH_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file, report every bad field, print the effective config
+    /// (secrets masked).
+    CheckConfig {
+        #[arg(long, short, env = "AGENTWATCH_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Serve a simulated BlueKing (NodeMan + GSE) for trying agentwatch out and tests.
+    Simulate {
+        #[arg(long, default_value = "127.0.0.1:8900")]
+        listen: String,
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Fraction of agents that change status every --flap-interval.
+        #[arg(long, default_value_t = 0.0)]
+        flap_rate: f64,
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        flap_interval: Duration,
+        /// Fraction of polling requests answered with a fault (5xx, 429, slow,
+        /// malformed, truncated, business error).
+        #[arg(long, default_value_t = 0.0)]
+        fault_rate: f64,
+        /// Extra delay added to every polling response, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency: u64,
+        /// bk_app_code the simulator accepts.
+        #[arg(long, default_value = "agentwatch")]
+        app_code: String,
+        /// bk_app_secret the simulator accepts.
+        #[arg(long, default_value = "sim-secret", env = "AGENTWATCH_SIM_SECRET")]
+        app_secret: String,
+    },
+    /// Zero-setup demo: simulator + in-process Kafka mock cluster + the service.
+    Demo {
+        #[arg(long, default_value_t = 10_000)]
+        agents: usize,
+        /// Fraction of agents that flap every few seconds.
+        #[arg(long, default_value_t = 0.002)]
+        flap_rate: f64,
+        /// Seconds between sweeps.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Address of the metrics endpoint.
+        #[arg(long, default_value = "127.0.0.1:9108")]
+        listen: String,
+        /// Stop after this long (default: until Ctrl-C).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        match cli.command {
+            Command::Run { config } => {
+                let cfg = match load_config(config.as_deref()) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                init_logging(cfg.log.format, &cfg.log.level);
+                report(run(cfg).await)
+            }
+            Command::CheckConfig { config } => match load_config(config.as_deref()) {
+                Ok(cfg) => {
+                    print!("{}", cfg.to_masked_toml());
+                    eprintln!("config OK");
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            },
+            Command::Simulate {
+                listen,
+                agents,
+                seed,
+                flap_rate,
+                flap_interval,
+                fault_rate,
+                latency,
+                app_code,
+                app_secret,
+            } => {
+                init_logging(LogFormat::Text, "info");
+                let cfg = SimConfig {
+                    agents,
+                    seed,
+                    flap_rate,
+                    flap_interval,
+                    fault_rate,
+                    latency: Duration::from_millis(latency),
+                    app_code,
+                    app_secret,
+                    ..SimConfig::default()
+                };
+                report(simulate(&listen, cfg).await)
+            }
+            Command::Demo {
+                agents,
+                flap_rate,
+                interval,
+                listen,
+                duration,
+            } => {
+                init_logging(LogFormat::Text, "warn,agentwatch::demo=info");
+                let opts = demo::DemoOptions {
+                    agents,
+                    flap_rate,
+                    interval,
+                    listen,
+                    duration,
+                };
+                let shutdown = shutdown_on_signal();
+                report(demo::run(opts, shutdown).await.map_err(anyhow::Error::from))
+            }
+        }
+    })
+}
+
+/// Loads and validates; on failure prints every problem and returns exit code 2.
+fn load_config(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    match config::load(path, std::env::vars()) {
+        Ok(c) => Ok(c),
+        Err(e @ ConfigError::Read { .. }) | Err(e @ ConfigError::Syntax { .. }) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(2))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signal();
+    let running = app::start(cfg, shutdown).await?;
+    let exit = running.wait().await?;
+    tracing::info!(unflushed = exit.unflushed, "stopped");
+    Ok(())
+}
+
+async fn simulate(listen: &str, cfg: SimConfig) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let agents = cfg.agents;
+    let sim = Simulator::new(cfg);
+    println!("simulating {agents} agents on http://{addr}");
+    println!("  NodeMan base URL: http://{addr}/api/bk-nodeman/prod/");
+    println!("  GSE v2 base URL:  http://{addr}/api/bk-gse/prod/api/v2/");
+    println!("  control API:      http://{addr}/_sim/agents");
+    let shutdown = shutdown_on_signal();
+    sim.serve(listener, shutdown).await?;
+    Ok(())
+}
+
+/// A token cancelled on SIGINT or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received, shutting down");
+        t.cancel();
+    });
+    token
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

@@ -1,0 +1,57 @@
+//! `[poll]`: sweep cadence and change-detection policy.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::FieldErrors;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollConfig {
+    /// Time between the starts of two sweeps (a sweep asks GSE about every agent).
+    /// A sweep slower than this delays the next one; sweeps never overlap.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Time between inventory refreshes (also done once at start).
+    #[serde(default = "default_inventory_interval", with = "humantime_serde")]
+    pub inventory_interval: Duration,
+    /// An agent is deleted only after it is missing from this many consecutive
+    /// *successful* inventory refreshes; a failed or truncated refresh never counts.
+    #[serde(default = "default_remove_after")]
+    pub remove_after: u32,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_inventory_interval() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_remove_after() -> u32 {
+    3
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        PollConfig {
+            interval: default_interval(),
+            inventory_interval: default_inventory_interval(),
+            remove_after: default_remove_after(),
+        }
+    }
+}
+
+impl PollConfig {
+    pub(crate) fn validate(&self, errs: &mut FieldErrors) {
+        if self.interval < Duration::from_millis(100) {
+            errs.push("poll.interval", "must be at least 100ms");
+        }
+        if self.inventory_interval < Duration::from_millis(100) {
+            errs.push("poll.inventory_interval", "must be at least 100ms");
+        }
+        if !(1..=1000).contains(&self.remove_after) {
+            errs.push("poll.remove_after", "must be between 1 and 1000");
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The poller: refreshes the inventory, sweeps GSE in batches, and feeds each
+//! observation to the snapshot (which decides what is a change).
+
+mod config;
+mod merge;
+mod sweep;
+
+pub use config::PollConfig;
+pub use merge::merge;
+pub use sweep::{Poller, SweepReport, SweepResult};

@@ -1,0 +1,193 @@
+//! The `/_sim/*` control API: tests and demos change the truth and the faults over HTTP.
+//! No auth and no faults here; errors are plain `{"error": "..."}` bodies.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::faults::{FaultConfig, FaultKind};
+use super::model::{AddHostError, NewHost};
+use super::Simulator;
+
+pub(crate) fn routes() -> Router<Arc<Simulator>> {
+    Router::new()
+        .route("/_sim/agents", get(list_agents))
+        .route("/_sim/agents/{agent_id}", get(get_agent).put(update_agent).delete(remove_agent))
+        .route("/_sim/agents/{agent_id}/forget", post(forget_agent))
+        .route("/_sim/agents/{agent_id}/remember", post(remember_agent))
+        .route("/_sim/hosts", post(add_host))
+        .route("/_sim/faults", get(get_faults).put(put_faults))
+        .route("/_sim/inventory/fail_page", post(fail_page))
+        .route("/_sim/flap", post(flap))
+        .route("/_sim/stats", get(stats))
+}
+
+enum ControlError {
+    BadRequest(String),
+    NotFound(String),
+    Conflict(String),
+}
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            ControlError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ControlError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ControlError::Conflict(m) => (StatusCode::CONFLICT, m),
+        };
+        (status, Json(json!({ "error": message }))).into_response()
+    }
+}
+
+type Result<T> = std::result::Result<T, ControlError>;
+
+/// Axum's `Path` already percent-decodes, so `0%3A10.0.0.1` and `0:10.0.0.1` both work.
+fn agent_id(path: std::result::Result<Path<String>, PathRejection>) -> Result<String> {
+    path.map(|Path(id)| id).map_err(|e| ControlError::BadRequest(e.body_text()))
+}
+
+fn unknown(id: &str) -> ControlError {
+    ControlError::NotFound(format!("unknown agent id {id:?}"))
+}
+
+// Parsed by hand rather than with `Json` so a bad body gets our error shape, with or without
+// a content-type header.
+fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| ControlError::BadRequest(format!("invalid body: {e}")))
+}
+
+async fn list_agents(State(sim): State<Arc<Simulator>>) -> Response {
+    Json(sim.truth()).into_response()
+}
+
+async fn get_agent(
+    State(sim): State<Arc<Simulator>>,
+    path: std::result::Result<Path<String>, PathRejection>,
+) -> Result<Response> {
+    let id = agent_id(path)?;
+    let agent = sim.agent(&id).ok_or_else(|| unknown(&id))?;
+    Ok(Json(agent).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentUpdate {
+    #[serde(default)]
+    status_code: Option<i32>,
+    #[serde(default)]
+    version: Option<String>,
+}
+
+async fn update_agent(
+    State(sim): State<Arc<Simulator>>,
+    path: std::result::Result<Path<String>, PathRejection>,
+    bytes: Bytes,
+) -> Result<Response> {
+    let id = agent_id(path)?;
+    let update: AgentUpdate = body(&bytes)?;
+    let agent = sim
+        .update_agent(&id, update.status_code, update.version.as_deref())
+        .ok_or_else(|| unknown(&id))?;
+    Ok(Json(agent).into_response())
+}
+
+async fn remove_agent(
+    State(sim): State<Arc<Simulator>>,
+    path: std::result::Result<Path<String>, PathRejection>,
+) -> Result<StatusCode> {
+    let id = agent_id(path)?;
+    if sim.remove_host(&id) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(unknown(&id))
+    }
+}
+
+async fn forget_agent(
+    State(sim): State<Arc<Simulator>>,
+    path: std::result::Result<Path<String>, PathRejection>,
+) -> Result<Response> {
+    set_in_gse(&sim, agent_id(path)?, false)
+}
+
+async fn remember_agent(
+    State(sim): State<Arc<Simulator>>,
+    path: std::result::Result<Path<String>, PathRejection>,
+) -> Result<Response> {
+    set_in_gse(&sim, agent_id(path)?, true)
+}
+
+fn set_in_gse(sim: &Simulator, id: String, in_gse: bool) -> Result<Response> {
+    let changed = if in_gse { sim.remember_in_gse(&id) } else { sim.forget_in_gse(&id) };
+    if !changed {
+        return Err(unknown(&id));
+    }
+    let agent = sim.agent(&id).ok_or_else(|| unknown(&id))?;
+    Ok(Json(agent).into_response())
+}
+
+async fn add_host(State(sim): State<Arc<Simulator>>, bytes: Bytes) -> Result<Response> {
+    // An empty body adds a host with every default.
+    let spec: NewHost =
+        if bytes.iter().all(u8::is_ascii_whitespace) { NewHost::default() } else { body(&bytes)? };
+    let id = sim.try_add_host(spec).map_err(|e| match e {
+        AddHostError::InvalidAgentId(_) => ControlError::BadRequest(e.to_string()),
+        AddHostError::AddressInUse { .. } | AddHostError::AgentIdInUse(_) => {
+            ControlError::Conflict(e.to_string())
+        }
+    })?;
+    let agent = sim.agent(&id).ok_or_else(|| unknown(&id))?;
+    Ok((StatusCode::CREATED, Json(agent)).into_response())
+}
+
+async fn get_faults(State(sim): State<Arc<Simulator>>) -> Response {
+    Json(sim.faults()).into_response()
+}
+
+async fn put_faults(State(sim): State<Arc<Simulator>>, bytes: Bytes) -> Result<Response> {
+    let config: FaultConfig = body(&bytes)?;
+    if !(0.0..=1.0).contains(&config.rate) {
+        return Err(ControlError::BadRequest(format!("rate must be in 0..=1, got {}", config.rate)));
+    }
+    sim.set_faults(config);
+    Ok(Json(sim.faults()).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageFailure {
+    page: u32,
+    times: u32,
+    #[serde(default = "default_page_fault")]
+    kind: FaultKind,
+}
+
+fn default_page_fault() -> FaultKind {
+    FaultKind::BackendError
+}
+
+async fn fail_page(State(sim): State<Arc<Simulator>>, bytes: Bytes) -> Result<Response> {
+    let req: PageFailure = body(&bytes)?;
+    if req.page == 0 {
+        return Err(ControlError::BadRequest("page is 1-based".to_owned()));
+    }
+    sim.fail_inventory_page_with(req.page, req.times, req.kind);
+    Ok(Json(json!({ "page": req.page, "times": req.times, "kind": req.kind })).into_response())
+}
+
+async fn flap(State(sim): State<Arc<Simulator>>) -> Response {
+    Json(json!({ "toggled": sim.flap_once() })).into_response()
+}
+
+async fn stats(State(sim): State<Arc<Simulator>>) -> Response {
+    Json(sim.stats()).into_response()
+}

@@ -1,0 +1,318 @@
+//! The simulator's truth: which hosts exist, what NodeMan lists and what GSE reports.
+//!
+//! One [`Inventory`] behind one lock is the single source for every endpoint, so a control
+//! change is visible to NodeMan, GSE 2.0 and GSE 1.x at the same instant.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::generate;
+
+/// GSE 2.0 `status_code` for a running agent; the only code that means alive.
+pub const STATUS_RUNNING: i32 = 2;
+
+/// Operating system family as NodeMan spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum OsType {
+    Linux,
+    Windows,
+}
+
+impl OsType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OsType::Linux => "LINUX",
+            OsType::Windows => "WINDOWS",
+        }
+    }
+}
+
+/// One host and its agent as the simulator believes them to be (the test oracle).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimAgent {
+    /// Agent id per the id rule: `bk_agent_id`, or `"{cloud_id}:{ip}"` for legacy hosts.
+    pub agent_id: String,
+    pub host_id: u64,
+    pub cloud_id: i64,
+    pub biz_id: i64,
+    pub ip: String,
+    /// GSE 2.0 status code (2 = running); kept even while GSE does not know the agent.
+    pub status_code: i32,
+    pub version: String,
+    pub run_mode: i32,
+    /// What NodeMan's host search reports: `RUNNING`, `TERMINATED` or `NOT_INSTALLED`.
+    pub nodeman_status: String,
+    pub os_type: OsType,
+    /// False when the host is in the NodeMan inventory but GSE omits it.
+    pub in_gse: bool,
+    /// True when the host has an empty `bk_agent_id` (a GSE 1.x style agent).
+    pub legacy: bool,
+}
+
+/// A host to add through [`super::Simulator::add_host`]; every field is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NewHost {
+    /// Defaults to business 2.
+    pub biz_id: Option<i64>,
+    /// Defaults to cloud area 0.
+    pub cloud_id: Option<i64>,
+    /// Defaults to the next free generated address.
+    pub ip: Option<Ipv4Addr>,
+    /// `None` generates an opaque id; `Some("")` makes a legacy host (id `cloud:ip`).
+    pub bk_agent_id: Option<String>,
+    /// Defaults to 2 (running).
+    pub status_code: Option<i32>,
+    /// Defaults to "2.1.6".
+    pub version: Option<String>,
+    /// Defaults to 0.
+    pub run_mode: Option<i32>,
+    /// Defaults to LINUX.
+    pub os_type: Option<OsType>,
+    /// Defaults to true.
+    pub in_gse: Option<bool>,
+}
+
+/// Why a host could not be added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddHostError {
+    #[error("address {cloud_id}:{ip} is already used by another host")]
+    AddressInUse { cloud_id: i64, ip: Ipv4Addr },
+    #[error("agent id {0:?} is already used by another host")]
+    AgentIdInUse(String),
+    // A ':' would make the id indistinguishable from a legacy `cloud:ip` id.
+    #[error("agent id {0:?} must be at most 64 bytes and must not contain ':'")]
+    InvalidAgentId(String),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Host {
+    pub host_id: u64,
+    pub biz_id: i64,
+    pub cloud_id: i64,
+    pub ip: Ipv4Addr,
+    /// Empty for legacy hosts. Shared with the id index to store each id once.
+    pub bk_agent_id: Arc<str>,
+    pub os_type: OsType,
+    pub status_code: i32,
+    pub run_mode: i32,
+    /// Interned: a million hosts share a handful of version strings.
+    pub version: Arc<str>,
+    pub in_gse: bool,
+}
+
+impl Host {
+    pub fn is_legacy(&self) -> bool {
+        self.bk_agent_id.is_empty()
+    }
+
+    pub fn agent_id(&self) -> Cow<'_, str> {
+        if self.is_legacy() {
+            Cow::Owned(legacy_agent_id(self.cloud_id, self.ip))
+        } else {
+            Cow::Borrowed(&self.bk_agent_id)
+        }
+    }
+
+    /// NodeMan derives its status string from the last GSE poll; the simulator's NodeMan is
+    /// always in sync with its GSE.
+    pub fn nodeman_status(&self) -> &'static str {
+        if !self.in_gse {
+            "NOT_INSTALLED"
+        } else if self.status_code == STATUS_RUNNING {
+            "RUNNING"
+        } else {
+            "TERMINATED"
+        }
+    }
+
+    pub fn to_sim_agent(&self) -> SimAgent {
+        SimAgent {
+            agent_id: self.agent_id().into_owned(),
+            host_id: self.host_id,
+            cloud_id: self.cloud_id,
+            biz_id: self.biz_id,
+            ip: self.ip.to_string(),
+            status_code: self.status_code,
+            version: self.version.to_string(),
+            run_mode: self.run_mode,
+            nodeman_status: self.nodeman_status().to_owned(),
+            os_type: self.os_type,
+            in_gse: self.in_gse,
+            legacy: self.is_legacy(),
+        }
+    }
+}
+
+pub(crate) fn legacy_agent_id(cloud_id: i64, ip: Ipv4Addr) -> String {
+    format!("{cloud_id}:{ip}")
+}
+
+/// Hosts sorted by host id (so a page is a slice) plus the two lookup indexes the GSE
+/// endpoints need; every request is O(batch), never O(hosts).
+#[derive(Debug, Default)]
+pub(crate) struct Inventory {
+    hosts: Vec<Host>,
+    /// Non-empty `bk_agent_id` → host id.
+    by_agent: HashMap<Arc<str>, u64>,
+    /// `(cloud, ipv4)` → host id, for every host: GSE 1.x and legacy ids look hosts up this way.
+    by_addr: HashMap<(i64, u32), u64>,
+    next_host_id: u64,
+    next_ip_index: u64,
+}
+
+impl Inventory {
+    pub fn generate(count: usize, seed: u64, legacy_ratio: f64, gse_unknown_ratio: f64) -> Self {
+        let mut inv = Inventory {
+            hosts: Vec::with_capacity(count),
+            by_agent: HashMap::with_capacity(count),
+            by_addr: HashMap::with_capacity(count),
+            next_host_id: 1,
+            next_ip_index: 0,
+        };
+        for host in generate::hosts(count, seed, legacy_ratio, gse_unknown_ratio) {
+            inv.next_host_id = host.host_id + 1;
+            inv.next_ip_index += 1;
+            inv.index(&host);
+            inv.hosts.push(host);
+        }
+        inv
+    }
+
+    fn index(&mut self, host: &Host) {
+        if !host.is_legacy() {
+            self.by_agent.insert(Arc::clone(&host.bk_agent_id), host.host_id);
+        }
+        self.by_addr.insert((host.cloud_id, u32::from(host.ip)), host.host_id);
+    }
+
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    fn position(&self, host_id: u64) -> Option<usize> {
+        self.hosts.binary_search_by_key(&host_id, |h| h.host_id).ok()
+    }
+
+    fn host_id_of(&self, agent_id: &str) -> Option<u64> {
+        if let Some(id) = self.by_agent.get(agent_id) {
+            return Some(*id);
+        }
+        let (cloud, ip) = parse_legacy_id(agent_id)?;
+        let host_id = *self.by_addr.get(&(cloud, u32::from(ip)))?;
+        // A GSE 2.0 agent is known only by its real id, never by its address.
+        let host = &self.hosts[self.position(host_id)?];
+        host.is_legacy().then_some(host_id)
+    }
+
+    /// Finds a host by agent id (either form of the id rule), whether or not GSE knows it.
+    pub fn find(&self, agent_id: &str) -> Option<&Host> {
+        let pos = self.position(self.host_id_of(agent_id)?)?;
+        self.hosts.get(pos)
+    }
+
+    pub fn find_mut(&mut self, agent_id: &str) -> Option<&mut Host> {
+        let pos = self.position(self.host_id_of(agent_id)?)?;
+        self.hosts.get_mut(pos)
+    }
+
+    pub fn find_by_addr(&self, cloud_id: i64, ip: Ipv4Addr) -> Option<&Host> {
+        let host_id = *self.by_addr.get(&(cloud_id, u32::from(ip)))?;
+        self.hosts.get(self.position(host_id)?)
+    }
+
+    pub fn host_at_mut(&mut self, pos: usize) -> Option<&mut Host> {
+        self.hosts.get_mut(pos)
+    }
+
+    /// O(hosts) because of the shift, which is fine for a control operation.
+    pub fn remove(&mut self, agent_id: &str) -> bool {
+        let Some(pos) = self.host_id_of(agent_id).and_then(|id| self.position(id)) else {
+            return false;
+        };
+        let host = self.hosts.remove(pos);
+        if !host.is_legacy() {
+            self.by_agent.remove(&*host.bk_agent_id);
+        }
+        self.by_addr.remove(&(host.cloud_id, u32::from(host.ip)));
+        true
+    }
+
+    pub fn insert(&mut self, spec: NewHost) -> Result<String, AddHostError> {
+        let cloud_id = spec.cloud_id.unwrap_or(0);
+        let ip = match spec.ip {
+            Some(ip) if self.by_addr.contains_key(&(cloud_id, u32::from(ip))) => {
+                return Err(AddHostError::AddressInUse { cloud_id, ip });
+            }
+            Some(ip) => ip,
+            None => self.next_free_ip(cloud_id),
+        };
+        let host_id = self.next_host_id;
+        let bk_agent_id: Arc<str> = match spec.bk_agent_id {
+            Some(id) if id.len() > 64 || id.contains(':') => {
+                return Err(AddHostError::InvalidAgentId(id));
+            }
+            Some(id) if self.by_agent.contains_key(id.as_str()) => {
+                return Err(AddHostError::AgentIdInUse(id));
+            }
+            Some(id) => id.into(),
+            None => self.unused_generated_id(host_id).into(),
+        };
+        let host = Host {
+            host_id,
+            biz_id: spec.biz_id.unwrap_or(2),
+            cloud_id,
+            ip,
+            bk_agent_id,
+            os_type: spec.os_type.unwrap_or(OsType::Linux),
+            status_code: spec.status_code.unwrap_or(STATUS_RUNNING),
+            run_mode: spec.run_mode.unwrap_or(0),
+            version: spec.version.as_deref().unwrap_or("2.1.6").into(),
+            in_gse: spec.in_gse.unwrap_or(true),
+        };
+        self.next_host_id += 1;
+        self.index(&host);
+        let agent_id = host.agent_id().into_owned();
+        // Host ids only grow, so pushing keeps the vector sorted.
+        self.hosts.push(host);
+        Ok(agent_id)
+    }
+
+    fn next_free_ip(&mut self, cloud_id: i64) -> Ipv4Addr {
+        loop {
+            let ip = generate::ip_for_index(self.next_ip_index);
+            self.next_ip_index += 1;
+            if !self.by_addr.contains_key(&(cloud_id, u32::from(ip))) {
+                return ip;
+            }
+        }
+    }
+
+    // Generated ids embed the host id so they are unique, but a caller may have claimed one
+    // explicitly; the salt makes a retry differ.
+    fn unused_generated_id(&self, host_id: u64) -> String {
+        let mut salt = 0u64;
+        loop {
+            let id = generate::agent_id_for(host_id ^ (salt << 48), host_id.wrapping_add(salt));
+            if !self.by_agent.contains_key(id.as_str()) {
+                return id;
+            }
+            salt += 1;
+        }
+    }
+}
+
+/// Parses a legacy `"{cloud}:{ipv4}"` agent id.
+pub(crate) fn parse_legacy_id(id: &str) -> Option<(i64, Ipv4Addr)> {
+    let (cloud, ip) = id.split_once(':')?;
+    Some((cloud.parse().ok()?, ip.parse().ok()?))
+}

@@ -1,0 +1,197 @@
+//! `[kafka]`: where change events and agent state go.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::FieldErrors;
+
+/// Payload encoding of event and state records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Protobuf per `proto/agentwatch/v1/events.proto` (content-type
+    /// `application/x-protobuf`).
+    #[default]
+    Protobuf,
+    /// proto3 JSON with the .proto field names (content-type `application/json`).
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated `host:port`.
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// Topic of change events (one `AgentEvent` per record, key = agent id).
+    #[serde(default = "default_events_topic")]
+    pub events_topic: String,
+    /// Compacted topic holding the latest `AgentStateRecord` per agent id; read at
+    /// start to restore the snapshot.
+    #[serde(default = "default_state_topic")]
+    pub state_topic: String,
+    /// "protobuf" (default) or "json".
+    #[serde(default)]
+    pub format: Format,
+    /// CloudEvents `ce_source` and the event `source` field. Default
+    /// `agentwatch://{hostname}`.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Create missing topics at start (never relies on broker auto-create).
+    #[serde(default = "default_true")]
+    pub create_topics: bool,
+    /// Partitions of topics agentwatch creates.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Replication factor of topics agentwatch creates.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+    /// How long librdkafka keeps trying to deliver one record before reporting failure
+    /// (the change then stays pending and is produced again).
+    #[serde(default = "default_message_timeout", with = "humantime_serde")]
+    pub message_timeout: Duration,
+    /// Most records handed to the producer and not yet acknowledged.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Most payload bytes handed to the producer and not yet acknowledged.
+    #[serde(default = "default_max_in_flight_bytes")]
+    pub max_in_flight_bytes: usize,
+    /// Extra librdkafka properties passed through unchanged (e.g. `"linger.ms" = "5"`,
+    /// `"security.protocol" = "SASL_SSL"`). agentwatch's own settings
+    /// (`enable.idempotence`, `acks`) cannot be overridden here.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+fn default_brokers() -> String {
+    "127.0.0.1:9092".to_owned()
+}
+fn default_events_topic() -> String {
+    "agentwatch.events".to_owned()
+}
+fn default_state_topic() -> String {
+    "agentwatch.state".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_partitions() -> i32 {
+    6
+}
+fn default_replication() -> i32 {
+    1
+}
+fn default_message_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_in_flight() -> usize {
+    50_000
+}
+fn default_max_in_flight_bytes() -> usize {
+    64 * 1024 * 1024
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: default_brokers(),
+            events_topic: default_events_topic(),
+            state_topic: default_state_topic(),
+            format: Format::default(),
+            source: None,
+            create_topics: true,
+            partitions: default_partitions(),
+            replication_factor: default_replication(),
+            message_timeout: default_message_timeout(),
+            max_in_flight: default_max_in_flight(),
+            max_in_flight_bytes: default_max_in_flight_bytes(),
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+/// librdkafka properties agentwatch sets itself; overriding them would break the
+/// delivery guarantees.
+pub const RESERVED_OPTIONS: &[&str] = &[
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "message.timeout.ms",
+];
+
+impl KafkaConfig {
+    pub(crate) fn validate(&self, errs: &mut FieldErrors) {
+        if self.brokers.trim().is_empty() {
+            errs.push("kafka.brokers", "must not be empty");
+        }
+        for (path, topic) in [
+            ("kafka.events_topic", &self.events_topic),
+            ("kafka.state_topic", &self.state_topic),
+        ] {
+            if let Err(reason) = check_topic_name(topic) {
+                errs.push(path, reason);
+            }
+        }
+        if self.events_topic == self.state_topic {
+            errs.push("kafka.state_topic", "must differ from kafka.events_topic");
+        }
+        if !(1..=10_000).contains(&self.partitions) {
+            errs.push("kafka.partitions", "must be between 1 and 10000");
+        }
+        if !(1..=32).contains(&self.replication_factor) {
+            errs.push("kafka.replication_factor", "must be between 1 and 32");
+        }
+        if self.message_timeout < Duration::from_millis(100) {
+            errs.push("kafka.message_timeout", "must be at least 100ms");
+        }
+        if self.max_in_flight == 0 {
+            errs.push("kafka.max_in_flight", "must be greater than 0");
+        }
+        if self.max_in_flight_bytes < 1024 * 1024 {
+            errs.push("kafka.max_in_flight_bytes", "must be at least 1 MiB");
+        }
+        for key in self.options.keys() {
+            if RESERVED_OPTIONS.contains(&key.as_str()) {
+                errs.push(
+                    format!("kafka.options.{key}"),
+                    "is set by agentwatch itself and cannot be overridden",
+                );
+            }
+        }
+    }
+
+    pub fn source(&self) -> String {
+        self.source.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .or_else(|| {
+                    std::fs::read_to_string("/etc/hostname")
+                        .ok()
+                        .map(|s| s.trim().to_owned())
+                })
+                .unwrap_or_else(|| "localhost".to_owned());
+            format!("agentwatch://{host}")
+        })
+    }
+}
+
+/// Kafka's own topic-name rule: 1..=249 chars of `[a-zA-Z0-9._-]`.
+fn check_topic_name(t: &str) -> Result<(), String> {
+    if t.is_empty() || t.len() > 249 {
+        return Err("must be 1 to 249 characters".to_owned());
+    }
+    if t == "." || t == ".." {
+        return Err("must not be \".\" or \"..\"".to_owned());
+    }
+    if let Some(c) = t
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!("contains '{c}'; allowed are letters, digits, '.', '_', '-'"));
+    }
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! The Kafka sink: change events to `kafka.events_topic`, latest state per agent to the
+//! compacted `kafka.state_topic`, and the restore of the snapshot from that topic.
+
+mod config;
+pub mod encode;
+mod error;
+mod producer;
+pub mod restore;
+mod sink;
+pub mod topics;
+
+pub use config::{Format, KafkaConfig, RESERVED_OPTIONS};
+pub use error::SinkError;
+pub use producer::{client_config, create_producer};
+pub use sink::KafkaSink;

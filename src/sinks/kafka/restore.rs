@@ -1,0 +1,156 @@
+//! Start-up restore: rebuild the snapshot from the compacted state topic before the
+//! first sweep, so the first diff is against what consumers already know.
+//!
+//! The read ends when librdkafka reports end-of-partition for every partition, not at
+//! a high-watermark comparison: some brokers (tansu's memory engine) report a
+//! watermark that ends at the last batch's base offset. On Kafka proper both agree.
+
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    error::KafkaError,
+    message::{Headers, Message},
+    Offset, TopicPartitionList,
+};
+
+use super::{client_config, encode, KafkaConfig, SinkError};
+use crate::snapshot::Store;
+
+/// What the restore read.
+#[derive(Debug, Default, Clone)]
+pub struct RestoreReport {
+    pub records: u64,
+    pub tombstones: u64,
+    /// Records that could not be decoded (logged with partition and offset each).
+    pub invalid: u64,
+    pub agents: usize,
+    pub elapsed: Duration,
+}
+
+/// Reads the state topic from the beginning to its end into `store`.
+pub async fn restore(
+    cfg: &KafkaConfig,
+    store: Arc<Store>,
+    timeout: Duration,
+) -> Result<RestoreReport, SinkError> {
+    let cfg = cfg.clone();
+    tokio::task::spawn_blocking(move || restore_blocking(&cfg, &store, timeout))
+        .await
+        .map_err(|e| SinkError::Restore {
+            topic: String::new(),
+            detail: e.to_string(),
+        })?
+}
+
+fn restore_blocking(
+    cfg: &KafkaConfig,
+    store: &Store,
+    timeout: Duration,
+) -> Result<RestoreReport, SinkError> {
+    let topic = cfg.state_topic.as_str();
+    let consumer: BaseConsumer = client_config(cfg)
+        // A fresh group each time: nothing is committed, we always read from the start.
+        .set("group.id", format!("agentwatch-restore-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(SinkError::Client)?;
+    let meta = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|source| SinkError::Metadata {
+            topic: topic.to_owned(),
+            source,
+        })?;
+    let partitions: Vec<i32> = meta
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(SinkError::TopicMissing {
+            topic: topic.to_owned(),
+        });
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .map_err(SinkError::Client)?;
+    }
+    consumer.assign(&tpl).map_err(SinkError::Client)?;
+
+    let start = Instant::now();
+    let mut last_progress = start;
+    let mut report = RestoreReport::default();
+    let mut at_end: HashSet<i32> = HashSet::new();
+    while at_end.len() < partitions.len() {
+        if start.elapsed() > timeout {
+            return Err(SinkError::RestoreTimeout {
+                topic: topic.to_owned(),
+                timeout,
+            });
+        }
+        if last_progress.elapsed() > Duration::from_secs(5) {
+            last_progress = Instant::now();
+            tracing::info!(topic, records = report.records, agents = store.len(),
+                partitions_done = at_end.len(), partitions = partitions.len(),
+                "restoring state");
+        }
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(KafkaError::PartitionEOF(p)) => {
+                at_end.insert(p);
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "error while restoring; retrying");
+                continue;
+            }
+        };
+        // A record after EOF means the partition grew; it is not at its end any more.
+        at_end.remove(&msg.partition());
+        report.records += 1;
+        let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            report.invalid += 1;
+            tracing::warn!(topic, partition = msg.partition(), offset = msg.offset(),
+                "state record without a UTF-8 key; ignored");
+            continue;
+        };
+        let Some(payload) = msg.payload() else {
+            report.tombstones += 1;
+            store.restore_tombstone(key);
+            continue;
+        };
+        let ct = msg
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "content-type").and_then(|h| h.value));
+        let format = cfg.format.from_content_type(ct);
+        match encode::decode_state(payload, format) {
+            Ok(rec) => match rec.state {
+                Some(state) if state.agent_id == key => store.restore(key, state, rec.seq),
+                _ => {
+                    report.invalid += 1;
+                    tracing::warn!(topic, partition = msg.partition(), offset = msg.offset(),
+                        "state record without a state for its key; ignored");
+                }
+            },
+            Err(e) => {
+                report.invalid += 1;
+                tracing::warn!(topic, partition = msg.partition(), offset = msg.offset(),
+                    error = %e, "undecodable state record; ignored");
+            }
+        }
+    }
+    report.agents = store.len();
+    report.elapsed = start.elapsed();
+    Ok(report)
+}

@@ -1,0 +1,259 @@
+//! The produce loop: takes agents from the store's work queue, produces their change
+//! (or state record), and reports the broker's acknowledgement back to the store.
+//!
+//! Many records are in flight at once (bounded by `kafka.max_in_flight` and
+//! `kafka.max_in_flight_bytes`); per-agent order comes from the store, which lets at
+//! most one event and one state write per agent be in flight. A failed record is not
+//! lost: the store keeps the change pending and this loop retries it after a back-off.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use futures::{future::BoxFuture, stream::FuturesUnordered, FutureExt, StreamExt};
+use rdkafka::{
+    error::KafkaError,
+    producer::{FutureProducer, FutureRecord, Producer},
+    util::Timeout,
+};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_util::{sync::CancellationToken, time::DelayQueue};
+
+use super::{encode, KafkaConfig};
+use crate::{
+    metrics::Metrics,
+    proto::v1::AgentStateRecord,
+    snapshot::{Store, Work},
+};
+
+/// What came back from the broker for one record.
+struct Done {
+    work: Work,
+    bytes: usize,
+    op: i32,
+    result: Result<(), KafkaError>,
+}
+
+pub struct KafkaSink {
+    producer: FutureProducer,
+    store: Arc<Store>,
+    cfg: KafkaConfig,
+    metrics: Arc<Metrics>,
+    source: String,
+}
+
+/// Longest wait before retrying a failed record.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+
+impl KafkaSink {
+    pub fn new(
+        producer: FutureProducer,
+        store: Arc<Store>,
+        cfg: KafkaConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let source = cfg.source();
+        KafkaSink {
+            producer,
+            store,
+            cfg,
+            metrics,
+            source,
+        }
+    }
+
+    /// Runs until `shutdown`, then keeps delivering for at most `grace` and returns the
+    /// number of agents whose change could not be flushed (re-emitted on next start).
+    pub async fn run(
+        self,
+        mut work: UnboundedReceiver<Work>,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) -> usize {
+        let mut in_flight: FuturesUnordered<BoxFuture<'static, Done>> = FuturesUnordered::new();
+        let mut retries: DelayQueue<Work> = DelayQueue::new();
+        let mut bytes_in_flight = 0usize;
+        let mut failure_streak = 0u32;
+        let mut deadline: Option<tokio::time::Instant> = None;
+
+        loop {
+            let room = in_flight.len() < self.cfg.max_in_flight
+                && bytes_in_flight < self.cfg.max_in_flight_bytes;
+            tokio::select! {
+                biased;
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    bytes_in_flight = bytes_in_flight.saturating_sub(done.bytes);
+                    match done.result {
+                        Ok(()) => {
+                            failure_streak = 0;
+                            self.acked(&done.work, done.op);
+                        }
+                        Err(e) => {
+                            failure_streak = failure_streak.saturating_add(1);
+                            self.failed(done.work, &e, failure_streak, &mut retries);
+                        }
+                    }
+                }
+                Some(expired) = retries.next(), if !retries.is_empty() => {
+                    self.store.requeue(expired.into_inner());
+                }
+                w = work.recv(), if room => {
+                    let Some(w) = w else { break };
+                    if let Some(fut) = self.dispatch(w, &mut failure_streak, &mut retries) {
+                        bytes_in_flight += fut.0;
+                        in_flight.push(fut.1);
+                    }
+                }
+                _ = shutdown.cancelled(), if deadline.is_none() => {
+                    tracing::info!(grace = ?grace, "shutdown: flushing pending changes");
+                    deadline = Some(tokio::time::Instant::now() + grace);
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => break,
+            }
+            self.metrics.kafka_in_flight.set(in_flight.len() as i64);
+            if deadline.is_some() && in_flight.is_empty() && retries.is_empty() && work.is_empty()
+            {
+                break;
+            }
+        }
+        let unflushed = self.store.unflushed();
+        if unflushed > 0 {
+            tracing::warn!(
+                agents = unflushed,
+                "shutdown: changes not acknowledged by Kafka; the state topic still holds \
+                 their previous state, so they are emitted again on the next start"
+            );
+        }
+        // Give librdkafka a moment to send what it has already acknowledged internally.
+        let _ = self.producer.flush(Timeout::After(Duration::from_secs(1)));
+        unflushed
+    }
+
+    fn now_ms() -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    }
+
+    /// Produces the record for `w`; returns its size and completion future, or `None`
+    /// when there was nothing to send (or the producer refused it, already scheduled
+    /// for retry).
+    fn dispatch(
+        &self,
+        w: Work,
+        failure_streak: &mut u32,
+        retries: &mut DelayQueue<Work>,
+    ) -> Option<(usize, BoxFuture<'static, Done>)> {
+        let format = self.cfg.format;
+        let (topic, key, payload, headers, op) = match &w {
+            Work::Event(id) => {
+                let out = self.store.take_event(id, &self.source, Self::now_ms())?;
+                let payload = encode::encode_event(&out.event, format);
+                let headers = encode::event_headers(&out.event, format);
+                (
+                    &self.cfg.events_topic,
+                    id.clone(),
+                    Some(payload),
+                    headers,
+                    out.event.op,
+                )
+            }
+            Work::State(id) => {
+                let out = self.store.take_state(id)?;
+                let payload = out.state.map(|state| {
+                    encode::encode_state(
+                        &AgentStateRecord {
+                            state: Some(state),
+                            seq: out.seq,
+                            written_at_ms: Self::now_ms(),
+                        },
+                        format,
+                    )
+                });
+                (
+                    &self.cfg.state_topic,
+                    id.clone(),
+                    payload,
+                    encode::state_headers(format),
+                    0,
+                )
+            }
+        };
+        let bytes = payload.as_ref().map_or(0, Vec::len) + key.len();
+        let mut record: FutureRecord<'_, str, Vec<u8>> =
+            FutureRecord::to(topic).key(&*key).headers(headers);
+        if let Some(p) = &payload {
+            record = record.payload(p);
+        }
+        match self.producer.send_result(record) {
+            Ok(delivery) => {
+                let fut = async move {
+                    let result = match delivery.await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err((e, _))) => Err(e),
+                        Err(_canceled) => Err(KafkaError::Canceled),
+                    };
+                    Done {
+                        work: w,
+                        bytes,
+                        op,
+                        result,
+                    }
+                }
+                .boxed();
+                Some((bytes, fut))
+            }
+            Err((e, _)) => {
+                *failure_streak = failure_streak.saturating_add(1);
+                self.failed(w, &e, *failure_streak, retries);
+                None
+            }
+        }
+    }
+
+    fn acked(&self, w: &Work, op: i32) {
+        match w {
+            Work::Event(id) => {
+                self.store.event_acked(id);
+                self.metrics
+                    .events_total
+                    .with_label_values(&[encode::op_name(op)])
+                    .inc();
+            }
+            Work::State(id) => self.store.state_acked(id),
+        }
+    }
+
+    fn failed(&self, w: Work, e: &KafkaError, streak: u32, retries: &mut DelayQueue<Work>) {
+        self.metrics.kafka_delivery_errors_total.inc();
+        // One line per failure would flood the log during an outage; log the first of
+        // a streak and then every 1000th.
+        if streak == 1 || streak % 1000 == 0 {
+            tracing::warn!(error = %e, failures = streak, "Kafka delivery failed; will retry");
+        }
+        let retry = match &w {
+            Work::Event(id) => self.store.event_failed(id),
+            Work::State(id) => self.store.state_failed(id),
+        };
+        if retry {
+            retries.insert(w, retry_delay(streak));
+        }
+    }
+}
+
+/// Exponential back-off over the current failure streak, with jitter so a recovering
+/// broker is not hit by every agent at once.
+fn retry_delay(streak: u32) -> Duration {
+    let base = Duration::from_millis(100).saturating_mul(1u32 << streak.min(7));
+    let capped = base.min(MAX_RETRY_DELAY);
+    let jitter = rand::random_range(0..=capped.as_millis() as u64 / 2);
+    capped + Duration::from_millis(jitter)
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,3 @@
+//! Sinks: where change events go. Today only Kafka.
+
+pub mod kafka;

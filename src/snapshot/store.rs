@@ -1,0 +1,468 @@
+//! The snapshot: one entry per agent in a `DashMap`, holding what Kafka consumers have
+//! been told (`acked`) and at most one change not yet acknowledged (`pending`).
+//!
+//! Writers: the poller (observations, inventory refreshes) and the Kafka sink
+//! (acknowledgements). Each agent's entry moves through
+//! `pending → in_flight → acked → state written` and the store decides, per agent,
+//! what the sink sends next — so per-agent order holds with many agents in flight and
+//! memory stays O(agents) whatever the Kafka outage length: a newer observation
+//! replaces an older pending one ("latest wins").
+//!
+//! HTTP handlers only read.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
+
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+
+use super::diff;
+use crate::proto::v1::{AgentEvent, AgentState, Op};
+
+/// Work for the sink: look at this agent's entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// Produce the agent's pending change to the events topic.
+    Event(Arc<str>),
+    /// Write the agent's acknowledged state (or a tombstone) to the state topic.
+    State(Arc<str>),
+}
+
+/// A change waiting to be (or being) produced.
+#[derive(Debug, Clone)]
+struct Change {
+    /// The new state; `None` means the agent is being deleted.
+    after: Option<AgentState>,
+    /// Seen during the initial snapshot (empty state topic at start).
+    initial: bool,
+    sweep: u64,
+    since: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    /// What the events topic last said about this agent; `None` before its first event
+    /// (or after its delete event).
+    acked: Option<AgentState>,
+    /// `seq` of the last acknowledged event.
+    seq: u64,
+    pending: Option<Change>,
+    in_flight: Option<Change>,
+    /// The sink holds a `Work::Event` for this agent (queued or waiting to retry).
+    event_queued: bool,
+    /// `acked` is newer than the state topic's record.
+    state_dirty: bool,
+    state_in_flight: bool,
+    state_queued: bool,
+    /// The last GSE query for this agent failed; `acked`/`pending` are older.
+    stale: bool,
+    /// Consecutive successful inventory refreshes this agent was missing from.
+    missing: u32,
+}
+
+impl Entry {
+    /// The newest state this process knows (pending, else in flight, else acked).
+    fn latest(&self) -> Option<&AgentState> {
+        match (&self.pending, &self.in_flight) {
+            (Some(c), _) => c.after.as_ref(),
+            (None, Some(c)) => c.after.as_ref(),
+            (None, None) => self.acked.as_ref(),
+        }
+    }
+
+    /// The state the next pending change is compared against.
+    fn base(&self) -> Option<&AgentState> {
+        match &self.in_flight {
+            Some(c) => c.after.as_ref(),
+            None => self.acked.as_ref(),
+        }
+    }
+
+    fn is_settled(&self) -> bool {
+        self.pending.is_none()
+            && self.in_flight.is_none()
+            && !self.state_dirty
+            && !self.state_in_flight
+    }
+}
+
+/// An event ready to encode, with what the sink needs to report on it.
+#[derive(Debug, Clone)]
+pub struct OutEvent {
+    pub event: AgentEvent,
+}
+
+/// A state-topic write: `None` state is a tombstone.
+#[derive(Debug, Clone)]
+pub struct OutState {
+    pub state: Option<AgentState>,
+    pub seq: u64,
+}
+
+/// Counts for the gauges, from one pass over the store.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub agents: usize,
+    pub by_status: std::collections::HashMap<String, i64>,
+    pub stale: usize,
+    pub pending: usize,
+    pub oldest_pending: Option<std::time::Duration>,
+    pub unflushed: usize,
+}
+
+pub struct Store {
+    map: DashMap<Arc<str>, Entry>,
+    /// True until the first sweep of a process that started with an empty state
+    /// topic has finished: first sightings are `OP_SNAPSHOT`, later ones `OP_CREATE`.
+    initial_snapshot: AtomicBool,
+    work: mpsc::UnboundedSender<Work>,
+}
+
+impl Store {
+    /// A store and the receiving end of its work queue (for the sink). The queue holds
+    /// at most two items per agent (one event, one state write), so it is bounded by
+    /// the number of agents even though the channel type is unbounded.
+    pub fn new() -> (Arc<Store>, mpsc::UnboundedReceiver<Work>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let store = Store {
+            map: DashMap::new(),
+            initial_snapshot: AtomicBool::new(true),
+            work: tx,
+        };
+        (Arc::new(store), rx)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Loads one agent from the state topic (before the first sweep).
+    pub fn restore(&self, agent_id: &str, state: AgentState, seq: u64) {
+        self.map.insert(
+            Arc::from(agent_id),
+            Entry {
+                acked: Some(state),
+                seq,
+                ..Entry::default()
+            },
+        );
+    }
+
+    /// Removes an agent from the restored state (a tombstone read from the state topic).
+    pub fn restore_tombstone(&self, agent_id: &str) {
+        self.map.remove(agent_id);
+    }
+
+    /// Called once restore is done: with nothing restored, the first sweep is an
+    /// initial snapshot.
+    pub fn finish_restore(&self) {
+        self.initial_snapshot
+            .store(self.map.is_empty(), Ordering::SeqCst);
+    }
+
+    /// Called after each sweep.
+    pub fn end_initial_snapshot(&self) {
+        self.initial_snapshot.store(false, Ordering::SeqCst);
+    }
+
+    /// Records a successful GSE observation of one agent.
+    pub fn observe(&self, agent_id: &str, observed: AgentState, sweep: u64) {
+        let initial = self.initial_snapshot.load(Ordering::Relaxed);
+        let mut queue = false;
+        let key;
+        match self.map.get_mut(agent_id) {
+            Some(mut e) => {
+                e.stale = false;
+                e.missing = 0;
+                let changed = match e.base() {
+                    Some(base) => diff::differs(base, &observed),
+                    None => true,
+                };
+                if changed {
+                    // Keep the time of the oldest undelivered change for the age metric.
+                    let since = e.pending.as_ref().map_or_else(Instant::now, |p| p.since);
+                    e.pending = Some(Change {
+                        after: Some(observed),
+                        initial: initial && e.acked.is_none(),
+                        sweep,
+                        since,
+                    });
+                    if !e.event_queued {
+                        e.event_queued = true;
+                        queue = true;
+                    }
+                } else {
+                    // Back to what is (being) delivered: nothing left to send.
+                    e.pending = None;
+                }
+                key = e.key().clone();
+            }
+            None => {
+                key = Arc::<str>::from(agent_id);
+                self.map.insert(
+                    key.clone(),
+                    Entry {
+                        pending: Some(Change {
+                            after: Some(observed),
+                            initial,
+                            sweep,
+                            since: Instant::now(),
+                        }),
+                        event_queued: true,
+                        ..Entry::default()
+                    },
+                );
+                queue = true;
+            }
+        }
+        if queue {
+            self.push(Work::Event(key));
+        }
+    }
+
+    /// The agent's GSE batch failed: keep its state, count it stale, emit nothing.
+    pub fn mark_stale(&self, agent_id: &str) {
+        if let Some(mut e) = self.map.get_mut(agent_id) {
+            e.stale = true;
+        }
+    }
+
+    /// After a *successful, complete* inventory refresh: agents missing from it
+    /// `remove_after` times in a row are scheduled for deletion. Returns how many were.
+    pub fn inventory_refreshed(
+        &self,
+        present: &dyn Fn(&str) -> bool,
+        remove_after: u32,
+        sweep: u64,
+    ) -> usize {
+        let mut deleted = Vec::new();
+        for mut e in self.map.iter_mut() {
+            if present(e.key()) {
+                e.missing = 0;
+                continue;
+            }
+            e.missing = e.missing.saturating_add(1);
+            let already_deleting = matches!(&e.pending, Some(c) if c.after.is_none());
+            if e.missing >= remove_after && e.latest().is_some() && !already_deleting {
+                e.pending = Some(Change {
+                    after: None,
+                    initial: false,
+                    sweep,
+                    since: Instant::now(),
+                });
+                if !e.event_queued {
+                    e.event_queued = true;
+                    deleted.push(e.key().clone());
+                }
+            }
+        }
+        let n = deleted.len();
+        for k in deleted {
+            self.push(Work::Event(k));
+        }
+        n
+    }
+
+    /// Takes the agent's pending change for producing. `None` when there is nothing to
+    /// send now (already in flight — the ack re-queues it — or nothing pending).
+    pub fn take_event(&self, agent_id: &str, source: &str, now_ms: i64) -> Option<OutEvent> {
+        let mut e = self.map.get_mut(agent_id)?;
+        e.event_queued = false;
+        if e.in_flight.is_some() {
+            return None;
+        }
+        let change = e.pending.take()?;
+        let (op, changed) = match (&e.acked, &change.after) {
+            (None, None) => {
+                // Deleted before it was ever announced: nothing to tell anyone.
+                drop(e);
+                self.map.remove_if(agent_id, |_, e| e.is_settled());
+                return None;
+            }
+            (None, Some(_)) if change.initial => (Op::Snapshot, Vec::new()),
+            (None, Some(_)) => (Op::Create, Vec::new()),
+            (Some(_), None) => (Op::Delete, Vec::new()),
+            (Some(before), Some(after)) => {
+                let fields = diff::changed_fields(before, after);
+                if fields.is_empty() {
+                    return None;
+                }
+                (Op::Update, fields)
+            }
+        };
+        let seq = e.seq + 1;
+        let event = AgentEvent {
+            op: op as i32,
+            before: if op == Op::Update || op == Op::Delete {
+                e.acked.clone()
+            } else {
+                None
+            },
+            after: change.after.clone(),
+            ts_ms: now_ms,
+            seq,
+            sweep: change.sweep,
+            event_id: super::event_id(agent_id, seq),
+            source: source.to_owned(),
+            changed_fields: changed.into_iter().map(str::to_owned).collect(),
+        };
+        e.in_flight = Some(change);
+        Some(OutEvent { event })
+    }
+
+    /// The events topic acknowledged the in-flight event.
+    pub fn event_acked(&self, agent_id: &str) {
+        let mut work = Vec::new();
+        if let Some(mut e) = self.map.get_mut(agent_id) {
+            if let Some(c) = e.in_flight.take() {
+                e.acked = c.after;
+                e.seq += 1;
+                e.state_dirty = true;
+                if !e.state_queued && !e.state_in_flight {
+                    e.state_queued = true;
+                    work.push(Work::State(e.key().clone()));
+                }
+            }
+            if e.pending.is_some() && !e.event_queued {
+                e.event_queued = true;
+                work.push(Work::Event(e.key().clone()));
+            }
+        }
+        for w in work {
+            self.push(w);
+        }
+    }
+
+    /// The in-flight event failed: it becomes pending again unless a newer change
+    /// replaced it. Returns true when the caller must schedule the retry
+    /// (`Work::Event`) after a back-off; false when a newer observation already did.
+    pub fn event_failed(&self, agent_id: &str) -> bool {
+        let Some(mut e) = self.map.get_mut(agent_id) else {
+            return false;
+        };
+        if let Some(c) = e.in_flight.take() {
+            if e.pending.is_none() {
+                e.pending = Some(c);
+            }
+        }
+        if e.event_queued {
+            // A newer observation already queued it.
+            return false;
+        }
+        e.event_queued = true;
+        true
+    }
+
+    /// Takes the agent's acknowledged state for the state topic.
+    pub fn take_state(&self, agent_id: &str) -> Option<OutState> {
+        let mut e = self.map.get_mut(agent_id)?;
+        e.state_queued = false;
+        if e.state_in_flight || !e.state_dirty {
+            return None;
+        }
+        e.state_in_flight = true;
+        e.state_dirty = false;
+        Some(OutState {
+            state: e.acked.clone(),
+            seq: e.seq,
+        })
+    }
+
+    pub fn state_acked(&self, agent_id: &str) {
+        let mut requeue = None;
+        if let Some(mut e) = self.map.get_mut(agent_id) {
+            e.state_in_flight = false;
+            if e.state_dirty && !e.state_queued {
+                e.state_queued = true;
+                requeue = Some(e.key().clone());
+            }
+        }
+        if let Some(k) = requeue {
+            self.push(Work::State(k));
+        } else {
+            // A deleted agent whose tombstone is written leaves the snapshot.
+            self.map
+                .remove_if(agent_id, |_, e| e.acked.is_none() && e.is_settled());
+        }
+    }
+
+    /// The state write failed: mark it dirty again. Returns true when the caller must
+    /// schedule a retry (`Work::State`).
+    pub fn state_failed(&self, agent_id: &str) -> bool {
+        let Some(mut e) = self.map.get_mut(agent_id) else {
+            return false;
+        };
+        e.state_in_flight = false;
+        e.state_dirty = true;
+        if e.state_queued {
+            return false;
+        }
+        e.state_queued = true;
+        true
+    }
+
+    /// The acknowledged state and seq of one agent.
+    pub fn acked(&self, agent_id: &str) -> Option<(AgentState, u64)> {
+        let e = self.map.get(agent_id)?;
+        e.acked.clone().map(|s| (s, e.seq))
+    }
+
+    /// Agents whose change or state write is not yet acknowledged.
+    pub fn unflushed(&self) -> usize {
+        self.map.iter().filter(|e| !e.is_settled()).count()
+    }
+
+    /// One pass over every entry for the gauges.
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats::default();
+        let now = Instant::now();
+        for e in self.map.iter() {
+            let Some(latest) = e.latest() else { continue };
+            s.agents += 1;
+            *s.by_status.entry(latest.status.clone()).or_default() += 1;
+            if e.stale {
+                s.stale += 1;
+            }
+            if !e.is_settled() {
+                s.unflushed += 1;
+            }
+            let oldest = match (&e.pending, &e.in_flight) {
+                (Some(p), Some(f)) => Some(p.since.min(f.since)),
+                (Some(p), None) => Some(p.since),
+                (None, Some(f)) => Some(f.since),
+                (None, None) => None,
+            };
+            if let Some(since) = oldest {
+                s.pending += 1;
+                let age = now.duration_since(since);
+                s.oldest_pending = Some(s.oldest_pending.map_or(age, |o| o.max(age)));
+            }
+        }
+        s
+    }
+
+    fn push(&self, w: Work) {
+        // The receiver lives as long as the sink; after shutdown there is nobody left to
+        // deliver to, and the state topic still holds the old state, so the change is
+        // re-emitted on the next start.
+        let _ = self.work.send(w);
+    }
+
+    /// Re-queues work after a back-off (used by the sink's retry timer).
+    pub fn requeue(&self, w: Work) {
+        self.push(w);
+    }
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

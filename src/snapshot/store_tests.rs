@@ -1,0 +1,189 @@
+use super::*;
+
+fn st(id: &str, code: i32) -> AgentState {
+    AgentState {
+        agent_id: id.into(),
+        status_code: code,
+        status: if code == 2 { "running" } else { "lossy" }.into(),
+        alive: code == 2,
+        ..AgentState::default()
+    }
+}
+
+fn drain(rx: &mut mpsc::UnboundedReceiver<Work>) -> Vec<Work> {
+    let mut v = Vec::new();
+    while let Ok(w) = rx.try_recv() {
+        v.push(w);
+    }
+    v
+}
+
+fn ev(id: &str) -> Work {
+    Work::Event(Arc::from(id))
+}
+
+#[test]
+fn first_sweep_on_an_empty_store_emits_snapshot_events() {
+    let (s, mut rx) = Store::new();
+    s.finish_restore();
+    s.observe("a", st("a", 2), 1);
+    assert_eq!(drain(&mut rx), vec![ev("a")]);
+    let out = s.take_event("a", "src", 0).expect("event");
+    assert_eq!(out.event.op, Op::Snapshot as i32);
+    assert_eq!(out.event.seq, 1);
+    assert!(out.event.before.is_none());
+}
+
+#[test]
+fn agents_first_seen_after_the_first_sweep_are_creates() {
+    let (s, _rx) = Store::new();
+    s.finish_restore();
+    s.end_initial_snapshot();
+    s.observe("a", st("a", 2), 2);
+    assert_eq!(s.take_event("a", "src", 0).expect("event").event.op, Op::Create as i32);
+}
+
+#[test]
+fn unchanged_observation_of_a_restored_agent_emits_nothing() {
+    let (s, mut rx) = Store::new();
+    s.restore("a", st("a", 2), 5);
+    s.finish_restore();
+    let mut again = st("a", 2);
+    again.observed_at_ms = 1234;
+    s.observe("a", again, 1);
+    assert!(drain(&mut rx).is_empty());
+}
+
+#[test]
+fn a_change_is_an_update_with_before_after_and_the_next_seq() {
+    let (s, _rx) = Store::new();
+    s.restore("a", st("a", 2), 5);
+    s.finish_restore();
+    s.observe("a", st("a", 3), 1);
+    let e = s.take_event("a", "src", 0).expect("event").event;
+    assert_eq!(e.op, Op::Update as i32);
+    assert_eq!(e.seq, 6);
+    assert_eq!(e.before.expect("before").status_code, 2);
+    assert_eq!(e.after.expect("after").status_code, 3);
+    assert_eq!(e.changed_fields, vec!["status_code", "status", "alive"]);
+    assert_eq!(e.event_id, crate::snapshot::event_id("a", 6));
+}
+
+#[test]
+fn while_undelivered_the_latest_observation_wins() {
+    let (s, mut rx) = Store::new();
+    s.restore("a", st("a", 2), 1);
+    s.finish_restore();
+    s.observe("a", st("a", 3), 1);
+    s.observe("a", st("a", 4), 2);
+    s.observe("a", st("a", 5), 3);
+    // Queued once, not once per observation: memory is O(agents).
+    assert_eq!(drain(&mut rx), vec![ev("a")]);
+    let e = s.take_event("a", "src", 0).expect("event").event;
+    assert_eq!(e.after.expect("after").status_code, 5);
+    assert_eq!(e.before.expect("before").status_code, 2);
+}
+
+#[test]
+fn a_change_reverted_before_delivery_is_not_sent() {
+    let (s, _rx) = Store::new();
+    s.restore("a", st("a", 2), 1);
+    s.finish_restore();
+    s.observe("a", st("a", 3), 1);
+    s.observe("a", st("a", 2), 2);
+    assert!(s.take_event("a", "src", 0).is_none());
+}
+
+#[test]
+fn snapshot_advances_only_after_acknowledgement() {
+    let (s, mut rx) = Store::new();
+    s.restore("a", st("a", 2), 1);
+    s.finish_restore();
+    s.observe("a", st("a", 3), 1);
+    drain(&mut rx);
+    s.take_event("a", "src", 0).expect("event");
+    assert_eq!(s.acked("a").expect("acked").0.status_code, 2);
+    s.event_acked("a");
+    assert_eq!(s.acked("a").expect("acked"), (st("a", 3), 2));
+    // The state topic write follows the ack.
+    assert_eq!(drain(&mut rx), vec![Work::State(Arc::from("a"))]);
+    let out = s.take_state("a").expect("state");
+    assert_eq!(out.seq, 2);
+    s.state_acked("a");
+    assert_eq!(s.unflushed(), 0);
+}
+
+#[test]
+fn a_failed_delivery_is_retried_with_the_same_seq() {
+    let (s, _rx) = Store::new();
+    s.restore("a", st("a", 2), 1);
+    s.finish_restore();
+    s.observe("a", st("a", 3), 1);
+    let first = s.take_event("a", "src", 0).expect("event").event;
+    assert!(s.event_failed("a"));
+    let again = s.take_event("a", "src", 0).expect("event").event;
+    assert_eq!(first.seq, again.seq);
+    assert_eq!(first.event_id, again.event_id);
+}
+
+#[test]
+fn a_change_seen_while_in_flight_follows_after_the_ack_in_order() {
+    let (s, mut rx) = Store::new();
+    s.restore("a", st("a", 2), 1);
+    s.finish_restore();
+    s.observe("a", st("a", 3), 1);
+    drain(&mut rx);
+    let e1 = s.take_event("a", "src", 0).expect("event").event;
+    s.observe("a", st("a", 4), 2);
+    // Only one event per agent in flight.
+    assert!(s.take_event("a", "src", 0).is_none());
+    s.event_acked("a");
+    let e2 = s.take_event("a", "src", 0).expect("event").event;
+    assert_eq!((e1.seq, e2.seq), (2, 3));
+    assert_eq!(e2.before.expect("before").status_code, 3);
+}
+
+#[test]
+fn an_agent_missing_from_k_successful_refreshes_is_deleted_once() {
+    let (s, mut rx) = Store::new();
+    s.restore("a", st("a", 2), 1);
+    s.finish_restore();
+    let absent = |_: &str| false;
+    assert_eq!(s.inventory_refreshed(&absent, 3, 1), 0);
+    assert_eq!(s.inventory_refreshed(&absent, 3, 2), 0);
+    assert_eq!(s.inventory_refreshed(&absent, 3, 3), 1);
+    assert_eq!(s.inventory_refreshed(&absent, 3, 4), 0);
+    assert_eq!(drain(&mut rx), vec![ev("a")]);
+    let e = s.take_event("a", "src", 0).expect("event").event;
+    assert_eq!(e.op, Op::Delete as i32);
+    assert!(e.after.is_none());
+    s.event_acked("a");
+    let tomb = s.take_state("a").expect("tombstone");
+    assert!(tomb.state.is_none());
+    s.state_acked("a");
+    assert!(s.is_empty());
+}
+
+#[test]
+fn reappearing_resets_the_missing_count() {
+    let (s, _rx) = Store::new();
+    s.restore("a", st("a", 2), 1);
+    s.finish_restore();
+    let absent = |_: &str| false;
+    let present = |_: &str| true;
+    s.inventory_refreshed(&absent, 2, 1);
+    s.inventory_refreshed(&present, 2, 2);
+    assert_eq!(s.inventory_refreshed(&absent, 2, 3), 0);
+}
+
+#[test]
+fn stale_agents_keep_their_state_and_are_counted() {
+    let (s, _rx) = Store::new();
+    s.restore("a", st("a", 2), 1);
+    s.finish_restore();
+    s.mark_stale("a");
+    let stats = s.stats();
+    assert_eq!(stats.stale, 1);
+    assert_eq!(stats.by_status.get("running"), Some(&1));
+    assert_eq!(stats.pending, 0);
+}

@@ -1,0 +1,78 @@
+//! `[nodeman]`: the NodeMan host inventory.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::{validate_base_url, FieldErrors},
+    sources::bk::RetryConfig,
+};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodemanConfig {
+    /// NodeMan base URL, e.g. `http://bkapi.example.com/api/bk-nodeman/prod/`;
+    /// `api/host/search/` is appended.
+    #[serde(default)]
+    pub base_url: String,
+    /// Hosts per `api/host/search/` page.
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+    /// Pages fetched at once after the first page told the total.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Timeout of one HTTP call (NodeMan is slow on large pages; BlueKing uses 300 s).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Largest response body accepted, in bytes.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+}
+
+fn default_page_size() -> usize {
+    500
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_response_bytes() -> usize {
+    64 * 1024 * 1024
+}
+
+impl Default for NodemanConfig {
+    fn default() -> Self {
+        NodemanConfig {
+            base_url: String::new(),
+            page_size: default_page_size(),
+            concurrency: default_concurrency(),
+            timeout: default_timeout(),
+            retry: RetryConfig::default(),
+            max_response_bytes: default_max_response_bytes(),
+        }
+    }
+}
+
+impl NodemanConfig {
+    pub(crate) fn validate(&mut self, errs: &mut FieldErrors) {
+        validate_base_url("nodeman.base_url", &mut self.base_url, errs);
+        if !(1..=10_000).contains(&self.page_size) {
+            errs.push("nodeman.page_size", "must be between 1 and 10000");
+        }
+        if !(1..=64).contains(&self.concurrency) {
+            errs.push("nodeman.concurrency", "must be between 1 and 64");
+        }
+        if self.timeout.is_zero() {
+            errs.push("nodeman.timeout", "must be greater than 0");
+        }
+        if self.max_response_bytes < 1024 {
+            errs.push("nodeman.max_response_bytes", "must be at least 1024");
+        }
+        self.retry.validate("nodeman.retry", errs);
+    }
+}

@@ -1,0 +1,392 @@
+//! NodeMan `api/host/search/` (bk-api.md B §5.2): the whole host inventory, page by
+//! page. The result is complete or an error, never a partial inventory: a missing
+//! host would otherwise look like a deleted one.
+
+use std::{collections::HashSet, sync::Arc};
+
+use futures::{stream, StreamExt};
+use serde::{Deserialize, Serialize};
+
+use super::NodemanConfig;
+use crate::{
+    metrics::Metrics,
+    sources::{
+        bk::{null_as_default, ApiError, BkClient, BkConfig, Upstream},
+        inventory::Host,
+    },
+};
+
+#[derive(Clone, Debug)]
+pub struct NodemanClient {
+    client: BkClient,
+    url: String,
+    page_size: usize,
+    concurrency: usize,
+}
+
+#[derive(Serialize)]
+struct PageRequest {
+    /// 1-based.
+    page: usize,
+    pagesize: usize,
+}
+
+#[derive(Deserialize)]
+struct Page {
+    total: i64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    list: Vec<WireHost>,
+}
+
+/// One `list` item; the many other fields NodeMan sends are skipped.
+#[derive(Deserialize)]
+struct WireHost {
+    bk_host_id: i64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    bk_cloud_id: i64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    bk_biz_id: i64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    inner_ip: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    inner_ipv6: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    bk_agent_id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    os_type: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    status: String,
+}
+
+impl From<WireHost> for Host {
+    fn from(w: WireHost) -> Self {
+        Host {
+            host_id: w.bk_host_id,
+            cloud_id: w.bk_cloud_id,
+            biz_id: w.bk_biz_id,
+            ip: w.inner_ip,
+            ipv6: w.inner_ipv6,
+            bk_agent_id: w.bk_agent_id,
+            os_type: w.os_type,
+            nodeman_status: w.status,
+        }
+    }
+}
+
+impl NodemanClient {
+    pub fn new(
+        cfg: &NodemanConfig,
+        bk: &BkConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ApiError> {
+        let client = BkClient::new(
+            Upstream::Nodeman,
+            bk,
+            cfg.timeout,
+            cfg.retry.clone(),
+            cfg.concurrency,
+            cfg.max_response_bytes,
+            metrics,
+        )?;
+        Ok(NodemanClient {
+            client,
+            url: format!("{}api/host/search/", cfg.base_url),
+            page_size: cfg.page_size.max(1),
+            concurrency: cfg.concurrency.max(1),
+        })
+    }
+
+    /// Every host, all pages. Page 1 gives `total`; pages `2..=ceil(total/page_size)`
+    /// are then fetched `concurrency` at a time. Any failed page, a page reporting
+    /// another `total` or holding an unexpected number of hosts, or a host id seen
+    /// twice fails the whole search with no result.
+    pub async fn search_hosts(&self) -> Result<Vec<Host>, ApiError> {
+        let first = self.page(1).await?;
+        let total = first.total;
+        let expected = usize::try_from(total)
+            .map_err(|_| self.inconsistent(format!("page 1 reports a negative total {total}")))?;
+        let pages = expected.div_ceil(self.page_size).max(1);
+
+        let mut hosts = Vec::with_capacity(expected);
+        let mut seen = HashSet::with_capacity(expected);
+        self.take_page(1, first, total, expected, &mut hosts, &mut seen)?;
+
+        let mut rest = stream::iter(2..=pages)
+            .map(|n| async move { (n, self.page(n).await) })
+            .buffered(self.concurrency);
+        // Returning early drops the stream, which cancels the pages still in flight.
+        while let Some((n, page)) = rest.next().await {
+            let page = page.inspect_err(|e| {
+                tracing::debug!(upstream = "nodeman", page = n, error = %e, "host search page failed");
+            })?;
+            self.take_page(n, page, total, expected, &mut hosts, &mut seen)?;
+        }
+        if hosts.len() != expected {
+            return Err(self.inconsistent(format!(
+                "received {} hosts, total is {total}",
+                hosts.len()
+            )));
+        }
+        Ok(hosts)
+    }
+
+    async fn page(&self, page: usize) -> Result<Page, ApiError> {
+        let request = PageRequest {
+            page,
+            pagesize: self.page_size,
+        };
+        self.client.post(&self.url, &request).await
+    }
+
+    /// Checks page `n` against page 1 and appends its hosts.
+    fn take_page(
+        &self,
+        n: usize,
+        page: Page,
+        total: i64,
+        expected: usize,
+        hosts: &mut Vec<Host>,
+        seen: &mut HashSet<i64>,
+    ) -> Result<(), ApiError> {
+        if page.total != total {
+            return Err(self.inconsistent(format!(
+                "page {n} reports total {}, page 1 reported {total} (hosts changed while paging)",
+                page.total
+            )));
+        }
+        let want = expected
+            .saturating_sub((n - 1) * self.page_size)
+            .min(self.page_size);
+        if page.list.len() != want {
+            return Err(self.inconsistent(format!(
+                "page {n} holds {} hosts, expected {want} (total {total}, page size {})",
+                page.list.len(),
+                self.page_size
+            )));
+        }
+        for wire in page.list {
+            if !seen.insert(wire.bk_host_id) {
+                return Err(self.inconsistent(format!(
+                    "host {} appears twice (page {n}); hosts changed while paging",
+                    wire.bk_host_id
+                )));
+            }
+            hosts.push(Host::from(wire));
+        }
+        Ok(())
+    }
+
+    fn inconsistent(&self, detail: String) -> ApiError {
+        ApiError::Inconsistent {
+            endpoint: format!("{} {}", Upstream::Nodeman, self.url),
+            detail,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    };
+
+    use axum::{http::StatusCode, response::IntoResponse, routing::post, Json, Router};
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::sources::bk::tests::{bk_config, fast_retry, serve};
+
+    const PATH: &str = "/api/host/search/";
+
+    fn client(base: &str, page_size: usize) -> NodemanClient {
+        let cfg = NodemanConfig {
+            base_url: base.to_owned(),
+            page_size,
+            concurrency: 3,
+            retry: fast_retry(),
+            ..NodemanConfig::default()
+        };
+        NodemanClient::new(&cfg, &bk_config(), Metrics::new()).unwrap()
+    }
+
+    fn host_json(id: i64) -> Value {
+        json!({
+            "bk_host_id": id, "bk_cloud_id": 0, "bk_biz_id": 2,
+            "inner_ip": format!("10.0.{}.{}", id / 256, id % 256), "inner_ipv6": null,
+            "bk_agent_id": if id % 2 == 0 { Value::Null } else { json!(format!("agent-{id}")) },
+            "os_type": "LINUX", "status": "RUNNING", "status_display": "正常",
+            "job_result": {}, "topology": ["biz/set/module"],
+        })
+    }
+
+    /// NodeMan over `total` hosts; `tweak(page, body)` may alter a page's answer.
+    fn nodeman(
+        total: i64,
+        requested: Arc<Mutex<Vec<usize>>>,
+        tweak: fn(usize, &mut Value) -> Option<StatusCode>,
+    ) -> Router {
+        Router::new().route(
+            PATH,
+            post(move |Json(req): Json<Value>| {
+                let requested = requested.clone();
+                async move {
+                    let page = req["page"].as_u64().unwrap() as usize;
+                    let size = req["pagesize"].as_u64().unwrap() as i64;
+                    requested.lock().unwrap().push(page);
+                    let from = (page as i64 - 1) * size + 1;
+                    let to = (page as i64 * size).min(total);
+                    let list: Vec<Value> = (from..=to).map(host_json).collect();
+                    let mut body = json!({"result": true, "code": 0, "message": "",
+                        "data": {"total": total, "list": list}});
+                    match tweak(page, &mut body) {
+                        Some(status) => (status, Json(body)).into_response(),
+                        None => Json(body).into_response(),
+                    }
+                }
+            }),
+        )
+    }
+
+    fn as_is(_: usize, _: &mut Value) -> Option<StatusCode> {
+        None
+    }
+
+    #[tokio::test]
+    async fn all_pages_are_fetched_and_every_host_arrives_exactly_once() {
+        let requested = Arc::new(Mutex::new(Vec::new()));
+        let base = serve(nodeman(2345, requested.clone(), as_is)).await;
+        let hosts = client(&base, 500).search_hosts().await.unwrap();
+        assert_eq!(hosts.len(), 2345);
+        let ids: HashSet<i64> = hosts.iter().map(|h| h.host_id).collect();
+        assert_eq!(ids, (1..=2345).collect());
+        let mut pages = requested.lock().unwrap().clone();
+        pages.sort();
+        assert_eq!(pages, [1, 2, 3, 4, 5]);
+
+        let h = hosts.iter().find(|h| h.host_id == 2).unwrap();
+        assert_eq!(
+            *h,
+            Host {
+                host_id: 2,
+                cloud_id: 0,
+                biz_id: 2,
+                ip: "10.0.0.2".into(),
+                ipv6: String::new(),
+                bk_agent_id: String::new(),
+                os_type: "LINUX".into(),
+                nodeman_status: "RUNNING".into(),
+            }
+        );
+        assert_eq!(hosts.iter().find(|h| h.host_id == 3).unwrap().bk_agent_id, "agent-3");
+    }
+
+    #[tokio::test]
+    async fn empty_inventory_is_one_call_and_no_hosts() {
+        let requested = Arc::new(Mutex::new(Vec::new()));
+        let base = serve(nodeman(0, requested.clone(), as_is)).await;
+        assert!(client(&base, 500).search_hosts().await.unwrap().is_empty());
+        assert_eq!(*requested.lock().unwrap(), [1]);
+    }
+
+    #[tokio::test]
+    async fn a_page_with_a_different_total_fails_the_search() {
+        fn grow(page: usize, body: &mut Value) -> Option<StatusCode> {
+            if page == 3 {
+                body["data"]["total"] = json!(2346);
+            }
+            None
+        }
+        let base = serve(nodeman(2345, Arc::default(), grow)).await;
+        match client(&base, 500).search_hosts().await {
+            Err(e @ ApiError::Inconsistent { .. }) => {
+                assert!(e.to_string().contains("page 3 reports total 2346"), "{e}");
+                assert_eq!(e.metric_label(), "decode");
+            }
+            other => panic!("expected Inconsistent, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_short_page_fails_the_search() {
+        fn drop_one(page: usize, body: &mut Value) -> Option<StatusCode> {
+            if page == 2 {
+                body["data"]["list"].as_array_mut().unwrap().pop();
+            }
+            None
+        }
+        let base = serve(nodeman(1200, Arc::default(), drop_one)).await;
+        let err = client(&base, 500).search_hosts().await.unwrap_err();
+        assert!(matches!(err, ApiError::Inconsistent { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_host_seen_on_two_pages_fails_the_search() {
+        fn shift(page: usize, body: &mut Value) -> Option<StatusCode> {
+            if page == 2 {
+                body["data"]["list"][0] = host_json(1);
+            }
+            None
+        }
+        let base = serve(nodeman(20, Arc::default(), shift)).await;
+        let err = client(&base, 10).search_hosts().await.unwrap_err();
+        assert!(err.to_string().contains("host 1 appears twice"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_failing_page_fails_the_search() {
+        fn fail(page: usize, body: &mut Value) -> Option<StatusCode> {
+            (page == 4).then(|| {
+                *body = json!({"result": false, "code": 1650200, "message": "bad gateway"});
+                StatusCode::BAD_GATEWAY
+            })
+        }
+        let base = serve(nodeman(2345, Arc::default(), fail)).await;
+        let err = client(&base, 500).search_hosts().await.unwrap_err();
+        assert!(
+            matches!(err, ApiError::Http { status: 502, code: Some(1650200), .. }),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_host_without_id_fails_the_search_naming_the_field() {
+        fn no_id(page: usize, body: &mut Value) -> Option<StatusCode> {
+            if page == 1 {
+                body["data"]["list"][1]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("bk_host_id");
+            }
+            None
+        }
+        let base = serve(nodeman(3, Arc::default(), no_id)).await;
+        match client(&base, 10).search_hosts().await {
+            Err(ApiError::Decode { detail, .. }) => assert!(
+                detail.starts_with("data.list[1]: missing field `bk_host_id`"),
+                "{detail}"
+            ),
+            other => panic!("expected a decode error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_are_fetched_at_most_concurrency_at_a_time() {
+        static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+        static PEAK: AtomicUsize = AtomicUsize::new(0);
+        let app = Router::new().route(
+            PATH,
+            post(|Json(req): Json<Value>| async move {
+                let now = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
+                PEAK.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+                let page = req["page"].as_i64().unwrap();
+                Json(json!({"result": true, "data": {"total": 100, "list": [host_json(page)]}}))
+            }),
+        );
+        let base = serve(app).await;
+        assert_eq!(client(&base, 1).search_hosts().await.unwrap().len(), 100);
+        assert!(PEAK.load(Ordering::SeqCst) <= 3);
+    }
+}
