@@ -61,9 +61,7 @@ impl Running {
     /// Waits for the service to stop (after `shutdown` is cancelled, or on a fatal
     /// start-up error).
     pub async fn wait(self) -> Result<Exit, AppError> {
-        self.task
-            .await
-            .map_err(|e| AppError::Task(e.to_string()))?
+        self.task.await.map_err(|e| AppError::Task(e.to_string()))?
     }
 }
 
@@ -115,28 +113,31 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
                 let report = restore::restore(&cfg.kafka, store.clone(), RESTORE_TIMEOUT).await?;
                 store.finish_restore();
                 metrics.restored_agents.set(report.agents as i64);
-                metrics.restore_duration_seconds.set(report.elapsed.as_secs_f64());
+                metrics
+                    .restore_duration_seconds
+                    .set(report.elapsed.as_secs_f64());
                 tracing::info!(agents = report.agents, records = report.records,
                     tombstones = report.tombstones, invalid = report.invalid,
                     elapsed = ?report.elapsed, "state restored");
                 let producer = kafka::create_producer(&cfg.kafka)?;
-                let sink = KafkaSink::new(producer, store.clone(), cfg.kafka.clone(), metrics.clone());
+                let sink =
+                    KafkaSink::new(producer, store.clone(), cfg.kafka.clone(), metrics.clone());
                 let sink_task = tokio::spawn(sink.run(work, shutdown.clone(), cfg.shutdown.grace));
                 let poller_task = tokio::spawn(poller.run(shutdown.clone()));
                 // Readiness: restored, and one sweep finished with an inventory.
                 let ready_task = tokio::spawn(async move {
                     while let Ok(r) = reports.recv().await {
-                        if r.result != SweepResult::Failed || r.agents > 0 {
-                            if !health.is_ready() {
-                                health.set_ready();
-                                metrics.ready.set(1);
-                                tracing::info!(sweep = r.sweep, "ready");
-                            }
+                        if (r.result != SweepResult::Failed || r.agents > 0) && !health.is_ready() {
+                            health.set_ready();
+                            metrics.ready.set(1);
+                            tracing::info!(sweep = r.sweep, "ready");
                         }
                         let _ = forward.send(r);
                     }
                 });
-                poller_task.await.map_err(|e| AppError::Task(e.to_string()))?;
+                poller_task
+                    .await
+                    .map_err(|e| AppError::Task(e.to_string()))?;
                 let unflushed = sink_task.await.map_err(|e| AppError::Task(e.to_string()))?;
                 ready_task.abort();
                 Ok::<_, AppError>(Exit { unflushed })

@@ -2,7 +2,7 @@
 //! simulator, librdkafka's in-process mock cluster as the broker, and the service —
 //! printing one line per sweep and a few decoded events.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use rdkafka::{
     consumer::{Consumer, StreamConsumer},
@@ -63,8 +63,8 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     // 2. Broker: librdkafka's mock cluster, in this process. Its admin API does not
     //    answer, so topics are created through the handle and the service is told not
     //    to create them.
-    let mock: Arc<MockCluster<'static, DefaultProducerContext>> =
-        Arc::new(MockCluster::new(1).map_err(DemoError::Kafka)?);
+    let mock: MockCluster<'static, DefaultProducerContext> =
+        MockCluster::new(1).map_err(DemoError::Kafka)?;
     let brokers = mock.bootstrap_servers();
     let mut cfg = Config::default();
     cfg.bk.app_code = "agentwatch".to_owned();
@@ -97,9 +97,18 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         Err(e) => return Err(e.into()),
     };
     println!("agentwatch demo");
-    println!("  simulator:  {} agents at http://{sim_addr}/ (flap rate {})", opts.agents, opts.flap_rate);
-    println!("  kafka:      in-process mock cluster at {brokers}, topic {}", cfg.kafka.events_topic);
-    println!("  metrics:    http://{}/metrics   (also /healthz, /readyz)", running.http_addr);
+    println!(
+        "  simulator:  {} agents at http://{sim_addr}/ (flap rate {})",
+        opts.agents, opts.flap_rate
+    );
+    println!(
+        "  kafka:      in-process mock cluster at {brokers}, topic {}",
+        cfg.kafka.events_topic
+    );
+    println!(
+        "  metrics:    http://{}/metrics   (also /healthz, /readyz)",
+        running.http_addr
+    );
     println!("  Ctrl-C stops it.\n");
 
     let tail = tokio::spawn(tail_events(cfg.clone(), service_stop.clone()));
@@ -145,7 +154,10 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
 /// Prints the first few events of each kind, decoded, as a consumer would see them.
 async fn tail_events(cfg: Config, stop: CancellationToken) {
     let consumer: StreamConsumer = match client_config(&cfg.kafka)
-        .set("group.id", format!("agentwatch-demo-{}", uuid::Uuid::new_v4()))
+        .set(
+            "group.id",
+            format!("agentwatch-demo-{}", uuid::Uuid::new_v4()),
+        )
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()
@@ -168,8 +180,12 @@ async fn tail_events(cfg: Config, stop: CancellationToken) {
             m = consumer.recv() => m,
         };
         let Ok(msg) = msg else { continue };
-        let Some(payload) = msg.payload() else { continue };
-        let Ok(ev) = encode::decode_event(payload, Format::Protobuf) else { continue };
+        let Some(payload) = msg.payload() else {
+            continue;
+        };
+        let Ok(ev) = encode::decode_event(payload, Format::Protobuf) else {
+            continue;
+        };
         let is_snapshot = ev.op == Op::Snapshot as i32;
         let show = if is_snapshot {
             shown_snapshot += 1;
@@ -198,7 +214,10 @@ pub fn describe(ev: &AgentEvent) -> String {
             .iter()
             .filter(|f| f.as_str() != "alive" && f.as_str() != "status_code")
             .map(|f| match f.as_str() {
-                "status" => format!("status {} → {} (code {} → {})", b.status, a.status, b.status_code, a.status_code),
+                "status" => format!(
+                    "status {} → {} (code {} → {})",
+                    b.status, a.status, b.status_code, a.status_code
+                ),
                 "version" => format!("version {} → {}", b.version, a.version),
                 other => other.to_owned(),
             })

@@ -15,7 +15,11 @@ use agentwatch::{
 };
 
 #[derive(Parser)]
-#[command(name = "agentwatch", version, about = "Streams BlueKing GSE agent status changes to Kafka")]
+#[command(
+    name = "agentwatch",
+    version,
+    about = "Streams BlueKing GSE agent status changes to Kafka"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -83,7 +87,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

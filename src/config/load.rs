@@ -148,7 +148,9 @@ fn overlay_env(
 /// `["a", "b"]`), else plain strings.
 fn parse_env_value(raw: &str) -> Value {
     match toml::from_str::<Table>(&format!("v = {raw}")) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| Value::String(raw.to_owned())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| Value::String(raw.to_owned())),
         Err(_) => Value::String(raw.to_owned()),
     }
 }

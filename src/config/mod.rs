@@ -142,7 +142,10 @@ pub(crate) fn validate_base_url(path: &str, url: &mut String, errs: &mut FieldEr
                 url.push('/');
             }
         }
-        Ok(u) => errs.push(path, format!("scheme must be http or https, not {}", u.scheme())),
+        Ok(u) => errs.push(
+            path,
+            format!("scheme must be http or https, not {}", u.scheme()),
+        ),
         Err(e) => errs.push(path, format!("not a URL: {e}")),
     }
 }

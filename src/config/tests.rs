@@ -66,8 +66,8 @@ events_topic = "bad topic"
 [nonsense]
 x = 1
 "#;
-    let err = load_str(text, "t", env(&[("AGENTWATCH__GSE__CONCURRENCY", "lots")]))
-        .expect_err("invalid");
+    let err =
+        load_str(text, "t", env(&[("AGENTWATCH__GSE__CONCURRENCY", "lots")])).expect_err("invalid");
     let ConfigError::Invalid { errors } = err else {
         panic!("expected field errors, got {err}");
     };
@@ -118,7 +118,9 @@ fn the_secret_can_come_from_a_file() {
     let c = load_str(&text, "t", env(&[])).expect("valid");
     use secrecy::ExposeSecret;
     assert_eq!(
-        c.bk.app_secret.as_ref().map(|s| s.expose_secret().to_owned()),
+        c.bk.app_secret
+            .as_ref()
+            .map(|s| s.expose_secret().to_owned()),
         Some("from-file".to_owned())
     );
 }

@@ -46,7 +46,10 @@ mod tests {
     #[test]
     fn an_agent_gse_does_not_mention_is_not_found_and_not_alive() {
         let s = merge("a", &Host::default(), None, &StatusNames::default(), 5);
-        assert_eq!((s.status_code, s.status.as_str(), s.alive), (-2, "not_found", false));
+        assert_eq!(
+            (s.status_code, s.status.as_str(), s.alive),
+            (-2, "not_found", false)
+        );
     }
 
     #[test]
@@ -71,6 +74,9 @@ mod tests {
             run_mode: 0,
             status_code: 42,
         };
-        assert_eq!(merge("a", &Host::default(), Some(&g), &names, 5).status, "unknown");
+        assert_eq!(
+            merge("a", &Host::default(), Some(&g), &names, 5).status,
+            "unknown"
+        );
     }
 }

@@ -194,16 +194,22 @@ impl Poller {
                     sweep,
                 );
                 if deleted > 0 {
-                    tracing::info!(agents = deleted, remove_after = self.cfg.remove_after,
-                        "agents left the inventory; emitting delete events");
+                    tracing::info!(
+                        agents = deleted,
+                        remove_after = self.cfg.remove_after,
+                        "agents left the inventory; emitting delete events"
+                    );
                 }
                 self.metrics.inventory_agents.set(inv.ids.len() as i64);
                 self.metrics
                     .inventory_refreshes_total
                     .with_label_values(&["success"])
                     .inc();
-                tracing::info!(agents = inv.ids.len(), rejected = inv.rejected.len(),
-                    "inventory refreshed");
+                tracing::info!(
+                    agents = inv.ids.len(),
+                    rejected = inv.rejected.len(),
+                    "inventory refreshed"
+                );
                 self.inventory = Some(Arc::new(inv));
                 self.last_inventory = Some(Instant::now());
                 true

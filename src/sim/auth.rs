@@ -35,8 +35,10 @@ pub(crate) fn check(
                 }
             }
         }
-        return Err("Please provide X-Bkapi-Authorization in the request header \
-                    with bk_app_code and bk_app_secret");
+        return Err(
+            "Please provide X-Bkapi-Authorization in the request header \
+                    with bk_app_code and bk_app_secret",
+        );
     };
     let creds = value
         .to_str()

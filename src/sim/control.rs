@@ -21,7 +21,10 @@ use super::Simulator;
 pub(crate) fn routes() -> Router<Arc<Simulator>> {
     Router::new()
         .route("/_sim/agents", get(list_agents))
-        .route("/_sim/agents/{agent_id}", get(get_agent).put(update_agent).delete(remove_agent))
+        .route(
+            "/_sim/agents/{agent_id}",
+            get(get_agent).put(update_agent).delete(remove_agent),
+        )
         .route("/_sim/agents/{agent_id}/forget", post(forget_agent))
         .route("/_sim/agents/{agent_id}/remember", post(remember_agent))
         .route("/_sim/hosts", post(add_host))
@@ -52,7 +55,8 @@ type Result<T> = std::result::Result<T, ControlError>;
 
 /// Axum's `Path` already percent-decodes, so `0%3A10.0.0.1` and `0:10.0.0.1` both work.
 fn agent_id(path: std::result::Result<Path<String>, PathRejection>) -> Result<String> {
-    path.map(|Path(id)| id).map_err(|e| ControlError::BadRequest(e.body_text()))
+    path.map(|Path(id)| id)
+        .map_err(|e| ControlError::BadRequest(e.body_text()))
 }
 
 fn unknown(id: &str) -> ControlError {
@@ -62,7 +66,8 @@ fn unknown(id: &str) -> ControlError {
 // Parsed by hand rather than with `Json` so a bad body gets our error shape, with or without
 // a content-type header.
 fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| ControlError::BadRequest(format!("invalid body: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ControlError::BadRequest(format!("invalid body: {e}")))
 }
 
 async fn list_agents(State(sim): State<Arc<Simulator>>) -> Response {
@@ -127,7 +132,11 @@ async fn remember_agent(
 }
 
 fn set_in_gse(sim: &Simulator, id: String, in_gse: bool) -> Result<Response> {
-    let changed = if in_gse { sim.remember_in_gse(&id) } else { sim.forget_in_gse(&id) };
+    let changed = if in_gse {
+        sim.remember_in_gse(&id)
+    } else {
+        sim.forget_in_gse(&id)
+    };
     if !changed {
         return Err(unknown(&id));
     }
@@ -137,8 +146,11 @@ fn set_in_gse(sim: &Simulator, id: String, in_gse: bool) -> Result<Response> {
 
 async fn add_host(State(sim): State<Arc<Simulator>>, bytes: Bytes) -> Result<Response> {
     // An empty body adds a host with every default.
-    let spec: NewHost =
-        if bytes.iter().all(u8::is_ascii_whitespace) { NewHost::default() } else { body(&bytes)? };
+    let spec: NewHost = if bytes.iter().all(u8::is_ascii_whitespace) {
+        NewHost::default()
+    } else {
+        body(&bytes)?
+    };
     let id = sim.try_add_host(spec).map_err(|e| match e {
         AddHostError::InvalidAgentId(_) => ControlError::BadRequest(e.to_string()),
         AddHostError::AddressInUse { .. } | AddHostError::AgentIdInUse(_) => {
@@ -156,7 +168,10 @@ async fn get_faults(State(sim): State<Arc<Simulator>>) -> Response {
 async fn put_faults(State(sim): State<Arc<Simulator>>, bytes: Bytes) -> Result<Response> {
     let config: FaultConfig = body(&bytes)?;
     if !(0.0..=1.0).contains(&config.rate) {
-        return Err(ControlError::BadRequest(format!("rate must be in 0..=1, got {}", config.rate)));
+        return Err(ControlError::BadRequest(format!(
+            "rate must be in 0..=1, got {}",
+            config.rate
+        )));
     }
     sim.set_faults(config);
     Ok(Json(sim.faults()).into_response())

@@ -68,8 +68,11 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 3] =
-        [Endpoint::NodemanHostSearch, Endpoint::GseListAgentState, Endpoint::GseGetAgentStatus];
+    pub const ALL: [Endpoint; 3] = [
+        Endpoint::NodemanHostSearch,
+        Endpoint::GseListAgentState,
+        Endpoint::GseGetAgentStatus,
+    ];
 
     pub(crate) fn index(self) -> usize {
         self as usize
@@ -112,19 +115,31 @@ fn default_slow_delay() -> Duration {
 
 impl Default for FaultConfig {
     fn default() -> Self {
-        Self { rate: 0.0, kinds: Vec::new(), endpoints: Vec::new(), slow_delay: default_slow_delay() }
+        Self {
+            rate: 0.0,
+            kinds: Vec::new(),
+            endpoints: Vec::new(),
+            slow_delay: default_slow_delay(),
+        }
     }
 }
 
 impl FaultConfig {
     /// Every kind on every polling endpoint with probability `rate`.
     pub fn with_rate(rate: f64) -> Self {
-        Self { rate, ..Self::default() }
+        Self {
+            rate,
+            ..Self::default()
+        }
     }
 
     /// Only `kind`, on every polling endpoint, with probability `rate`.
     pub fn only(kind: FaultKind, rate: f64) -> Self {
-        Self { rate, kinds: vec![kind], ..Self::default() }
+        Self {
+            rate,
+            kinds: vec![kind],
+            ..Self::default()
+        }
     }
 
     fn applies_to(&self, endpoint: Endpoint) -> bool {
@@ -145,9 +160,9 @@ where
     }
     match Repr::deserialize(deserializer)? {
         Repr::Word(word) if word == "all" => Ok(Vec::new()),
-        Repr::Word(word) => {
-            Err(serde::de::Error::custom(format!("expected \"all\" or a list, got {word:?}")))
-        }
+        Repr::Word(word) => Err(serde::de::Error::custom(format!(
+            "expected \"all\" or a list, got {word:?}"
+        ))),
         Repr::List(list) => Ok(list),
     }
 }
@@ -204,8 +219,11 @@ impl Faults {
         if rate == 0.0 || !config.applies_to(endpoint) || !rng.random_bool(rate) {
             return None;
         }
-        let kinds: &[FaultKind] =
-            if config.kinds.is_empty() { &FaultKind::ALL } else { &config.kinds };
+        let kinds: &[FaultKind] = if config.kinds.is_empty() {
+            &FaultKind::ALL
+        } else {
+            &config.kinds
+        };
         Some(kinds[rng.random_range(0..kinds.len())])
     }
 

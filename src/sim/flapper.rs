@@ -39,7 +39,10 @@ impl Simulator {
             return;
         }
         // A zero interval would spin; one millisecond is already far faster than any poller.
-        let period = self.cfg.flap_interval.max(std::time::Duration::from_millis(1));
+        let period = self
+            .cfg
+            .flap_interval
+            .max(std::time::Duration::from_millis(1));
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

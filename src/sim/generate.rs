@@ -32,8 +32,16 @@ pub(crate) fn hosts(
     (0..count as u64).map(move |index| {
         let host_id = index + 1;
         let legacy = rng.random_bool(legacy_ratio);
-        let bk_agent_id = if legacy { "".into() } else { opaque_id(host_id, &mut rng).into() };
-        let cloud_id = if rng.random_bool(0.85) { 0 } else { rng.random_range(1..=3) };
+        let bk_agent_id = if legacy {
+            "".into()
+        } else {
+            opaque_id(host_id, &mut rng).into()
+        };
+        let cloud_id = if rng.random_bool(0.85) {
+            0
+        } else {
+            rng.random_range(1..=3)
+        };
         let status_code = if rng.random_bool(RUNNING_SHARE) {
             STATUS_RUNNING
         } else {
@@ -45,7 +53,11 @@ pub(crate) fn hosts(
             cloud_id,
             ip: ip_for_index(index),
             bk_agent_id,
-            os_type: if rng.random_bool(0.85) { OsType::Linux } else { OsType::Windows },
+            os_type: if rng.random_bool(0.85) {
+                OsType::Linux
+            } else {
+                OsType::Windows
+            },
             status_code,
             run_mode: i32::from(rng.random_bool(0.05)),
             version: versions[pick_weighted(&mut rng)].clone(),

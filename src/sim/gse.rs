@@ -36,7 +36,10 @@ struct AgentState<'a> {
 }
 
 fn invalid(message: &str, request_id: &str) -> (StatusCode, Vec<u8>) {
-    (StatusCode::OK, reply::business_error(codes::GSE_INVALID_PARAMS, message, request_id))
+    (
+        StatusCode::OK,
+        reply::business_error(codes::GSE_INVALID_PARAMS, message, request_id),
+    )
 }
 
 impl Api for ListAgentState {
@@ -44,7 +47,9 @@ impl Api for ListAgentState {
 
     fn respond(sim: &Simulator, body: &[u8], request_id: &str) -> (StatusCode, Vec<u8>) {
         let ids = match reply::parse_object::<ListAgentStateRequest>(body) {
-            Ok(ListAgentStateRequest { agent_id_list: Some(ids) }) => ids,
+            Ok(ListAgentStateRequest {
+                agent_id_list: Some(ids),
+            }) => ids,
             Ok(_) => return invalid("agent_id_list is required", request_id),
             Err(message) => return invalid(&message, request_id),
         };
@@ -72,7 +77,8 @@ impl Api for ListAgentState {
             })
             .collect();
         if states.is_empty() && !ids.is_empty() {
-            let body = reply::business_error(codes::GSE_AGENT_NOT_FOUND, "agent not found", request_id);
+            let body =
+                reply::business_error(codes::GSE_AGENT_NOT_FOUND, "agent not found", request_id);
             return (StatusCode::OK, body);
         }
         (StatusCode::OK, reply::success(states, request_id))
@@ -107,7 +113,10 @@ impl Api for GetAgentStatus {
 
     fn respond(sim: &Simulator, body: &[u8], request_id: &str) -> (StatusCode, Vec<u8>) {
         let esb_error = |message: &str| {
-            (StatusCode::OK, reply::business_error(codes::ESB_COMPONENT_ERROR, message, request_id))
+            (
+                StatusCode::OK,
+                reply::business_error(codes::ESB_COMPONENT_ERROR, message, request_id),
+            )
         };
         let hosts = match reply::parse_object::<GetAgentStatusRequest>(body) {
             Ok(GetAgentStatusRequest { hosts: Some(hosts) }) => hosts,
@@ -131,7 +140,11 @@ impl Api for GetAgentStatus {
             let alive = u8::from(host.status_code == STATUS_RUNNING);
             data.insert(
                 format!("{cloud_id}:{ip}"),
-                AgentAlive { ip: ip.to_string(), bk_cloud_id: cloud_id, bk_agent_alive: alive },
+                AgentAlive {
+                    ip: ip.to_string(),
+                    bk_cloud_id: cloud_id,
+                    bk_agent_alive: alive,
+                },
             );
         }
         drop(inventory);

@@ -83,8 +83,12 @@ pub struct Simulator {
 impl Simulator {
     /// Builds the host population from `cfg` (deterministic for a given seed).
     pub fn new(cfg: SimConfig) -> Arc<Self> {
-        let inventory =
-            Inventory::generate(cfg.agents, cfg.seed, cfg.legacy_ratio, cfg.gse_unknown_ratio);
+        let inventory = Inventory::generate(
+            cfg.agents,
+            cfg.seed,
+            cfg.legacy_ratio,
+            cfg.gse_unknown_ratio,
+        );
         Arc::new(Self {
             faults: Faults::new(cfg.fault_rate, cfg.seed),
             flap_rng: Mutex::new(StdRng::seed_from_u64(cfg.seed.wrapping_add(1))),
@@ -96,7 +100,8 @@ impl Simulator {
         })
     }
 
-    /// All polling routes plus the `/_sim` control API.
+    /// All polling routes plus the `/_sim` control API. Served this way (rather than through
+    /// [`Simulator::serve`]) slow faults run their full delay and the flapper does not run.
     pub fn router(self: &Arc<Self>) -> Router {
         use gateway::handle;
         let host_search = || post(handle::<nodeman::HostSearch>);
@@ -106,11 +111,17 @@ impl Simulator {
             .route(paths::NODEMAN_HOST_SEARCH, host_search())
             .route("/api/bk-nodeman/prod/api/host/search", host_search())
             // Multi-tenant gateway prefix and the ESB component (bk-api.md §5).
-            .route("/api/bk-nodeman/prod/system/api/host/search/", host_search())
+            .route(
+                "/api/bk-nodeman/prod/system/api/host/search/",
+                host_search(),
+            )
             .route("/api/c/compapi/v2/nodeman/api/host/search/", host_search())
             .route(paths::GSE_LIST_AGENT_STATE, list_state())
             // NodeMan calls it with a trailing slash.
-            .route("/api/bk-gse/prod/api/v2/cluster/list_agent_state/", list_state())
+            .route(
+                "/api/bk-gse/prod/api/v2/cluster/list_agent_state/",
+                list_state(),
+            )
             .route(paths::GSE_GET_AGENT_STATUS, agent_status())
             // monitor calls it without one.
             .route("/api/c/compapi/v2/gse/get_agent_status", agent_status())
@@ -150,7 +161,8 @@ impl Simulator {
 
     /// Sets an agent's GSE status code; false if the id is unknown.
     pub fn set_status(&self, agent_id: &str, status_code: i32) -> bool {
-        self.update_agent(agent_id, Some(status_code), None).is_some()
+        self.update_agent(agent_id, Some(status_code), None)
+            .is_some()
     }
 
     /// Sets an agent's version; false if the id is unknown.
@@ -204,7 +216,11 @@ impl Simulator {
 
     /// Every host and agent as the simulator believes them to be, by host id.
     pub fn truth(&self) -> Vec<SimAgent> {
-        self.read().hosts().iter().map(|h| h.to_sim_agent()).collect()
+        self.read()
+            .hosts()
+            .iter()
+            .map(|h| h.to_sim_agent())
+            .collect()
     }
 
     /// One agent's truth, by either form of agent id.
@@ -273,15 +289,22 @@ impl Simulator {
     // A poisoned lock only means a panic elsewhere mid-update of plain data; serving on beats
     // cascading the panic into every request.
     fn read(&self) -> RwLockReadGuard<'_, Inventory> {
-        self.inventory.read().unwrap_or_else(PoisonError::into_inner)
+        self.inventory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Inventory> {
-        self.inventory.write().unwrap_or_else(PoisonError::into_inner)
+        self.inventory
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.shutdown
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Gateway-style request ids: 32 hex characters, unique per simulator.

@@ -186,9 +186,11 @@ impl Inventory {
 
     fn index(&mut self, host: &Host) {
         if !host.is_legacy() {
-            self.by_agent.insert(Arc::clone(&host.bk_agent_id), host.host_id);
+            self.by_agent
+                .insert(Arc::clone(&host.bk_agent_id), host.host_id);
         }
-        self.by_addr.insert((host.cloud_id, u32::from(host.ip)), host.host_id);
+        self.by_addr
+            .insert((host.cloud_id, u32::from(host.ip)), host.host_id);
     }
 
     pub fn hosts(&self) -> &[Host] {
@@ -200,7 +202,9 @@ impl Inventory {
     }
 
     fn position(&self, host_id: u64) -> Option<usize> {
-        self.hosts.binary_search_by_key(&host_id, |h| h.host_id).ok()
+        self.hosts
+            .binary_search_by_key(&host_id, |h| h.host_id)
+            .ok()
     }
 
     fn host_id_of(&self, agent_id: &str) -> Option<u64> {

@@ -127,7 +127,11 @@ impl Api for HostSearch {
     fn scheduled_fault(sim: &Simulator, body: &[u8]) -> Option<FaultKind> {
         let paging = parse(body).ok()?;
         // With pagesize -1 the whole inventory is page 1.
-        let page = if paging.size.is_none() { 1 } else { paging.page };
+        let page = if paging.size.is_none() {
+            1
+        } else {
+            paging.page
+        };
         let kind = sim.faults.take_page_failure(page)?;
         sim.stats.inventory_page_failure();
         Some(kind)
@@ -137,7 +141,8 @@ impl Api for HostSearch {
         let paging = match parse(body) {
             Ok(p) => p,
             Err(message) => {
-                let body = reply::business_error(codes::NODEMAN_INVALID_PARAMS, &message, request_id);
+                let body =
+                    reply::business_error(codes::NODEMAN_INVALID_PARAMS, &message, request_id);
                 return (StatusCode::OK, body);
             }
         };
@@ -146,12 +151,17 @@ impl Api for HostSearch {
         let page = match paging.size {
             None => hosts,
             Some(size) => {
-                let start = (paging.page as usize - 1).saturating_mul(size).min(hosts.len());
+                let start = (paging.page as usize - 1)
+                    .saturating_mul(size)
+                    .min(hosts.len());
                 let end = start.saturating_add(size).min(hosts.len());
                 &hosts[start..end]
             }
         };
-        let data = SearchData { total: hosts.len(), list: page.iter().map(HostItem::from).collect() };
+        let data = SearchData {
+            total: hosts.len(),
+            list: page.iter().map(HostItem::from).collect(),
+        };
         (StatusCode::OK, reply::success(data, request_id))
     }
 }

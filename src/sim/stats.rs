@@ -86,7 +86,8 @@ impl Stats {
     }
 
     pub fn ids(&self, count: usize) {
-        self.ids_requested.fetch_add(count as u64, Ordering::Relaxed);
+        self.ids_requested
+            .fetch_add(count as u64, Ordering::Relaxed);
     }
 
     pub fn requests(&self) -> RequestCounts {

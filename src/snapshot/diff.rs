@@ -90,7 +90,10 @@ mod tests {
         b.status = "lossy".into();
         b.alive = false;
         assert!(differs(&state(), &b));
-        assert_eq!(changed_fields(&state(), &b), vec!["status_code", "status", "alive"]);
+        assert_eq!(
+            changed_fields(&state(), &b),
+            vec!["status_code", "status", "alive"]
+        );
     }
 
     #[test]

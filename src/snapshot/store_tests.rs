@@ -40,7 +40,10 @@ fn agents_first_seen_after_the_first_sweep_are_creates() {
     s.finish_restore();
     s.end_initial_snapshot();
     s.observe("a", st("a", 2), 2);
-    assert_eq!(s.take_event("a", "src", 0).expect("event").event.op, Op::Create as i32);
+    assert_eq!(
+        s.take_event("a", "src", 0).expect("event").event.op,
+        Op::Create as i32
+    );
 }
 
 #[test]

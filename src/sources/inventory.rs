@@ -109,13 +109,22 @@ mod tests {
     #[test]
     fn agent_id_is_bk_agent_id_when_present() {
         let h = host(1, "0200000000000000000000000000000001", 0, "10.0.0.1");
-        assert_eq!(h.agent_id().as_deref(), Ok("0200000000000000000000000000000001"));
+        assert_eq!(
+            h.agent_id().as_deref(),
+            Ok("0200000000000000000000000000000001")
+        );
     }
 
     #[test]
     fn agent_id_falls_back_to_cloud_and_ip() {
-        assert_eq!(host(1, "", 3, "10.0.0.1").agent_id().as_deref(), Ok("3:10.0.0.1"));
-        assert_eq!(host(1, "  ", 0, "10.0.0.2").agent_id().as_deref(), Ok("0:10.0.0.2"));
+        assert_eq!(
+            host(1, "", 3, "10.0.0.1").agent_id().as_deref(),
+            Ok("3:10.0.0.1")
+        );
+        assert_eq!(
+            host(1, "  ", 0, "10.0.0.2").agent_id().as_deref(),
+            Ok("0:10.0.0.2")
+        );
     }
 
     #[test]
@@ -130,7 +139,10 @@ mod tests {
         let id64 = "x".repeat(64);
         assert!(host(1, &id64, 0, "").agent_id().is_ok());
         let id65 = "x".repeat(65);
-        assert_eq!(host(1, &id65, 0, "").agent_id(), Err(Rejected::AgentIdTooLong));
+        assert_eq!(
+            host(1, &id65, 0, "").agent_id(),
+            Err(Rejected::AgentIdTooLong)
+        );
     }
 
     #[test]

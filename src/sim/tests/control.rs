@@ -8,15 +8,24 @@ use crate::sim::{paths, NewHost, SimConfig};
 
 #[tokio::test]
 async fn a_status_change_over_http_is_visible_to_gse_nodeman_and_gse_1x() {
-    let h = start(SimConfig { agents: 50, legacy_ratio: 1.0, ..SimConfig::default() }).await;
+    let h = start(SimConfig {
+        agents: 50,
+        legacy_ratio: 1.0,
+        ..SimConfig::default()
+    })
+    .await;
     let agent = h.sim.truth()[0].clone();
     assert!(agent.agent_id.contains(':'));
     // Raw ':' and a percent-encoded one must both reach the same agent.
     let raw = format!("/_sim/agents/{}", agent.agent_id);
-    let (status, body) = h.control(Method::PUT, &raw, Some(json!({"status_code": 3}))).await;
+    let (status, body) = h
+        .control(Method::PUT, &raw, Some(json!({"status_code": 3})))
+        .await;
     assert_eq!((status, body["status_code"].clone()), (200, json!(3)));
     let encoded = format!("/_sim/agents/{}", agent.agent_id.replace(':', "%3A"));
-    let (status, _) = h.control(Method::PUT, &encoded, Some(json!({"version": "9.9.9"}))).await;
+    let (status, _) = h
+        .control(Method::PUT, &encoded, Some(json!({"version": "9.9.9"})))
+        .await;
     assert_eq!(status, 200);
 
     let state = h.list_agent_state(&[&agent.agent_id]).await;
@@ -32,11 +41,27 @@ async fn a_status_change_over_http_is_visible_to_gse_nodeman_and_gse_1x() {
 #[tokio::test]
 async fn unknown_agents_get_404_from_the_control_api_and_false_in_process() {
     let h = start(small(5)).await;
-    let (status, body) = h.control(Method::PUT, "/_sim/agents/ghost", Some(json!({"status_code": 2}))).await;
+    let (status, body) = h
+        .control(
+            Method::PUT,
+            "/_sim/agents/ghost",
+            Some(json!({"status_code": 2})),
+        )
+        .await;
     assert_eq!(status, 404);
     assert!(body["error"].is_string());
-    assert_eq!(h.control(Method::DELETE, "/_sim/agents/ghost", None).await.0, 404);
-    assert_eq!(h.control(Method::POST, "/_sim/agents/ghost/forget", None).await.0, 404);
+    assert_eq!(
+        h.control(Method::DELETE, "/_sim/agents/ghost", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        h.control(Method::POST, "/_sim/agents/ghost/forget", None)
+            .await
+            .0,
+        404
+    );
     assert!(!h.sim.set_status("ghost", 2));
     assert!(!h.sim.set_version("ghost", "1"));
     assert!(!h.sim.remove_host("ghost"));
@@ -47,7 +72,9 @@ async fn unknown_agents_get_404_from_the_control_api_and_false_in_process() {
 async fn a_bad_update_body_is_rejected() {
     let h = start(small(5)).await;
     let path = format!("/_sim/agents/{}", h.sim.truth()[0].agent_id);
-    let (status, _) = h.control(Method::PUT, &path, Some(json!({"status": "up"}))).await;
+    let (status, _) = h
+        .control(Method::PUT, &path, Some(json!({"status": "up"})))
+        .await;
     assert_eq!(status, 400);
 }
 
@@ -57,7 +84,10 @@ async fn a_removed_host_leaves_the_inventory_and_gse() {
     let agent = h.sim.truth()[4].clone();
     let path = format!("/_sim/agents/{}", agent.agent_id);
     assert_eq!(h.control(Method::DELETE, &path, None).await.0, 204);
-    assert_eq!(h.list_agent_state(&[&agent.agent_id]).await["code"], 1_011_003);
+    assert_eq!(
+        h.list_agent_state(&[&agent.agent_id]).await["code"],
+        1_011_003
+    );
     let inventory = h.host_page(1, -1).await;
     assert_eq!(inventory["data"]["total"], 29);
     let list = inventory["data"]["list"].as_array().expect("list");
@@ -68,9 +98,18 @@ async fn a_removed_host_leaves_the_inventory_and_gse() {
 async fn a_forgotten_agent_stays_in_the_inventory_but_gse_no_longer_knows_it() {
     let h = start(small(30)).await;
     let agent = h.sim.truth()[2].clone();
-    let (status, body) = h.control(Method::POST, &format!("/_sim/agents/{}/forget", agent.agent_id), None).await;
+    let (status, body) = h
+        .control(
+            Method::POST,
+            &format!("/_sim/agents/{}/forget", agent.agent_id),
+            None,
+        )
+        .await;
     assert_eq!((status, body["in_gse"].clone()), (200, json!(false)));
-    assert_eq!(h.list_agent_state(&[&agent.agent_id]).await["code"], 1_011_003);
+    assert_eq!(
+        h.list_agent_state(&[&agent.agent_id]).await["code"],
+        1_011_003
+    );
     let page = h.host_page(3, 1).await;
     assert_eq!(page["data"]["list"][0]["status"], "NOT_INSTALLED");
     assert!(h.sim.remember_in_gse(&agent.agent_id));
@@ -80,7 +119,13 @@ async fn a_forgotten_agent_stays_in_the_inventory_but_gse_no_longer_knows_it() {
 #[tokio::test]
 async fn an_added_host_gets_an_id_and_shows_up_everywhere() {
     let h = start(small(10)).await;
-    let (status, body) = h.control(Method::POST, "/_sim/hosts", Some(json!({"biz_id": 7, "status_code": 4}))).await;
+    let (status, body) = h
+        .control(
+            Method::POST,
+            "/_sim/hosts",
+            Some(json!({"biz_id": 7, "status_code": 4})),
+        )
+        .await;
     assert_eq!(status, 201);
     let id = body["agent_id"].as_str().expect("agent id").to_owned();
     assert_eq!(body["host_id"], 11);
@@ -88,12 +133,28 @@ async fn an_added_host_gets_an_id_and_shows_up_everywhere() {
     assert_eq!(state["data"][0]["status_code"], 4);
     assert_eq!(h.host_page(2, 10).await["data"]["list"][0]["bk_biz_id"], 7);
 
-    let legacy = h.sim.add_host(NewHost { bk_agent_id: Some(String::new()), cloud_id: Some(2), ..NewHost::default() });
+    let legacy = h.sim.add_host(NewHost {
+        bk_agent_id: Some(String::new()),
+        cloud_id: Some(2),
+        ..NewHost::default()
+    });
     assert!(legacy.starts_with("2:"));
     let ip = legacy.trim_start_matches("2:").to_owned();
-    let (status, _) = h.control(Method::POST, "/_sim/hosts", Some(json!({"cloud_id": 2, "ip": ip}))).await;
+    let (status, _) = h
+        .control(
+            Method::POST,
+            "/_sim/hosts",
+            Some(json!({"cloud_id": 2, "ip": ip})),
+        )
+        .await;
     assert_eq!(status, 409, "address already taken");
-    let (status, _) = h.control(Method::POST, "/_sim/hosts", Some(json!({"bk_agent_id": "a:b"}))).await;
+    let (status, _) = h
+        .control(
+            Method::POST,
+            "/_sim/hosts",
+            Some(json!({"bk_agent_id": "a:b"})),
+        )
+        .await;
     assert_eq!(status, 400);
 }
 
@@ -111,16 +172,28 @@ async fn the_truth_list_over_http_matches_the_in_process_one() {
 
 #[tokio::test]
 async fn flapping_toggles_the_configured_share_of_agents() {
-    let h = start(SimConfig { agents: 400, flap_rate: 0.05, ..SimConfig::default() }).await;
+    let h = start(SimConfig {
+        agents: 400,
+        flap_rate: 0.05,
+        ..SimConfig::default()
+    })
+    .await;
     let before = h.sim.truth();
     let (_, body) = h.control(Method::POST, "/_sim/flap", None).await;
     assert_eq!(body["toggled"], 20);
     let after = h.sim.truth();
-    let changed = before.iter().zip(&after).filter(|(a, b)| a.status_code != b.status_code).count();
+    let changed = before
+        .iter()
+        .zip(&after)
+        .filter(|(a, b)| a.status_code != b.status_code)
+        .count();
     assert_eq!(changed, 20);
     for (a, b) in before.iter().zip(&after) {
         if a.status_code != b.status_code {
-            assert!((a.status_code == 2) != (b.status_code == 2), "running toggles to down and back");
+            assert!(
+                (a.status_code == 2) != (b.status_code == 2),
+                "running toggles to down and back"
+            );
         }
     }
 }

@@ -34,7 +34,10 @@ async fn a_fault_rate_of_one_with_a_single_kind_always_yields_that_kind() {
             match kind {
                 FaultKind::ServerError => assert!(status == 500 && json.is_none()),
                 FaultKind::BadGateway => {
-                    assert_eq!((status, json.map(|j| j["code"].clone())), (502, Some(json!(1_650_200))));
+                    assert_eq!(
+                        (status, json.map(|j| j["code"].clone())),
+                        (502, Some(json!(1_650_200)))
+                    );
                 }
                 FaultKind::RateLimited => {
                     assert_eq!(status, 429);
@@ -49,7 +52,10 @@ async fn a_fault_rate_of_one_with_a_single_kind_always_yields_that_kind() {
                 }
                 FaultKind::NoPermission => {
                     let j = json.expect("envelope");
-                    assert_eq!((status, j["result"].clone(), j["code"].clone()), (200, json!(false), json!(1_640_301)));
+                    assert_eq!(
+                        (status, j["result"].clone(), j["code"].clone()),
+                        (200, json!(false), json!(1_640_301))
+                    );
                 }
                 FaultKind::BackendError => {
                     let j = json.expect("envelope");
@@ -100,7 +106,10 @@ async fn shutdown_cuts_a_slow_fault_short() {
         .expect("serve returns promptly")
         .expect("serve task joined")
         .expect("serve ok");
-    let response = pending.await.expect("joined").expect("answered after the cut");
+    let response = pending
+        .await
+        .expect("joined")
+        .expect("answered after the cut");
     assert_eq!(response.status(), 200);
     assert!(started.elapsed() < Duration::from_secs(5));
 }
@@ -127,20 +136,35 @@ async fn faults_hit_only_the_selected_endpoints_and_never_the_control_api() {
     assert_eq!(response.status(), 500);
     assert_eq!(h.control(Method::GET, "/_sim/agents", None).await.0, 200);
     let stats = h.sim.stats();
-    assert_eq!((stats.faulted.nodeman_host_search, stats.faulted.gse_list_agent_state), (1, 0));
+    assert_eq!(
+        (
+            stats.faulted.nodeman_host_search,
+            stats.faulted.gse_list_agent_state
+        ),
+        (1, 0)
+    );
 }
 
 #[tokio::test]
 async fn faults_are_configurable_over_http_with_all_as_a_word() {
     let h = start(small(10)).await;
-    let body = json!({"rate": 1.0, "kinds": ["bad_gateway"], "endpoints": "all", "slow_delay": "2s"});
+    let body =
+        json!({"rate": 1.0, "kinds": ["bad_gateway"], "endpoints": "all", "slow_delay": "2s"});
     let (status, echoed) = h.control(Method::PUT, "/_sim/faults", Some(body)).await;
     assert_eq!(status, 200);
     assert_eq!(echoed["slow_delay"], "2s");
     assert_eq!(raw_state_call(&h).await.status(), 502);
-    let (status, _) = h.control(Method::PUT, "/_sim/faults", Some(json!({"rate": 2.0}))).await;
+    let (status, _) = h
+        .control(Method::PUT, "/_sim/faults", Some(json!({"rate": 2.0})))
+        .await;
     assert_eq!(status, 400);
-    let (status, _) = h.control(Method::PUT, "/_sim/faults", Some(json!({"kinds": ["agent_not_found"]}))).await;
+    let (status, _) = h
+        .control(
+            Method::PUT,
+            "/_sim/faults",
+            Some(json!({"kinds": ["agent_not_found"]})),
+        )
+        .await;
     assert_eq!(status, 400, "1011003 is not a fault kind");
     h.sim.set_fault_rate(0.0);
     assert_eq!(raw_state_call(&h).await.status(), 200);
@@ -159,7 +183,11 @@ async fn a_failing_inventory_page_fails_only_that_page_the_given_number_of_times
     assert_eq!(h.sim.stats().inventory_page_failures, 2);
 
     let (status, _) = h
-        .control(Method::POST, "/_sim/inventory/fail_page", Some(json!({"page": 3, "times": 1, "kind": "server_error"})))
+        .control(
+            Method::POST,
+            "/_sim/inventory/fail_page",
+            Some(json!({"page": 3, "times": 1, "kind": "server_error"})),
+        )
         .await;
     assert_eq!(status, 200);
     let response = h
@@ -175,12 +203,19 @@ async fn a_failing_inventory_page_fails_only_that_page_the_given_number_of_times
 
 #[tokio::test]
 async fn latency_delays_every_polling_response() {
-    let cfg = crate::sim::SimConfig { agents: 5, latency: Duration::from_millis(150), ..small(5) };
+    let cfg = crate::sim::SimConfig {
+        agents: 5,
+        latency: Duration::from_millis(150),
+        ..small(5)
+    };
     let h = start(cfg).await;
     let started = Instant::now();
     h.list_agent_state(&[]).await;
     assert!(started.elapsed() >= Duration::from_millis(150));
     let started = Instant::now();
     h.control(Method::GET, "/_sim/stats", None).await;
-    assert!(started.elapsed() < Duration::from_millis(150), "the control API is not delayed");
+    assert!(
+        started.elapsed() < Duration::from_millis(150),
+        "the control API is not delayed"
+    );
 }

@@ -29,7 +29,10 @@ impl Drop for Harness {
 }
 
 pub(super) fn small(agents: usize) -> SimConfig {
-    SimConfig { agents, ..SimConfig::default() }
+    SimConfig {
+        agents,
+        ..SimConfig::default()
+    }
 }
 
 pub(super) async fn start(cfg: SimConfig) -> Harness {
@@ -38,7 +41,13 @@ pub(super) async fn start(cfg: SimConfig) -> Harness {
     let base = format!("http://{}", listener.local_addr().expect("local addr"));
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(Arc::clone(&sim).serve(listener, shutdown.clone()));
-    Harness { sim, base, client: reqwest::Client::new(), shutdown, task: Some(task) }
+    Harness {
+        sim,
+        base,
+        client: reqwest::Client::new(),
+        shutdown,
+        task: Some(task),
+    }
 }
 
 pub(super) fn auth_value() -> String {
@@ -67,8 +76,9 @@ impl Harness {
     }
 
     pub async fn list_agent_state(&self, ids: &[&str]) -> Value {
-        let (status, body) =
-            self.call(paths::GSE_LIST_AGENT_STATE, json!({ "agent_id_list": ids })).await;
+        let (status, body) = self
+            .call(paths::GSE_LIST_AGENT_STATE, json!({ "agent_id_list": ids }))
+            .await;
         assert_eq!(status, 200);
         body
     }
@@ -80,7 +90,12 @@ impl Harness {
         body
     }
 
-    pub async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn control(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut request = self.client.request(method, self.url(path));
         if let Some(body) = body {
             request = request.json(&body);

@@ -191,7 +191,9 @@ fn check_topic_name(t: &str) -> Result<(), String> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        return Err(format!("contains '{c}'; allowed are letters, digits, '.', '_', '-'"));
+        return Err(format!(
+            "contains '{c}'; allowed are letters, digits, '.', '_', '-'"
+        ));
     }
     Ok(())
 }

@@ -170,7 +170,10 @@ mod tests {
             serde_json::from_slice(&encode_event(&event(), Format::Json)).expect("json");
         assert_eq!(v["op"], "OP_UPDATE");
         assert_eq!(v["after"]["status_code"], 3);
-        assert_eq!(v["after"]["host_id"], "12", "int64 is a string in proto3 JSON");
+        assert_eq!(
+            v["after"]["host_id"], "12",
+            "int64 is a string in proto3 JSON"
+        );
         assert_eq!(v["changed_fields"][0], "status_code");
         assert!(v.get("event_id").is_some());
     }
@@ -182,7 +185,14 @@ mod tests {
         let keys: Vec<&str> = h.iter().map(|h| h.key).collect();
         assert_eq!(
             keys,
-            ["ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time", "content-type"]
+            [
+                "ce_specversion",
+                "ce_id",
+                "ce_type",
+                "ce_source",
+                "ce_time",
+                "content-type"
+            ]
         );
         let time = h.iter().find(|h| h.key == "ce_time").and_then(|h| h.value);
         assert_eq!(time, Some(&b"2023-11-14T22:13:20.000Z"[..]));

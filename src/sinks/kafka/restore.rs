@@ -12,14 +12,28 @@ use std::{
 };
 
 use rdkafka::{
-    consumer::{BaseConsumer, Consumer},
+    consumer::{BaseConsumer, Consumer, ConsumerContext},
     error::KafkaError,
     message::{Headers, Message},
-    Offset, TopicPartitionList,
+    ClientContext, Offset, TopicPartitionList,
 };
 
 use super::{client_config, encode, KafkaConfig, SinkError};
 use crate::snapshot::Store;
+
+/// Client context of the restore consumer: end-of-partition is how the restore knows
+/// it is done, so librdkafka's global "error" for it is not logged as one.
+pub struct QuietEofContext;
+
+impl ClientContext for QuietEofContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::warn!(error = %error, reason, "Kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for QuietEofContext {}
 
 /// What the restore read.
 #[derive(Debug, Default, Clone)]
@@ -53,13 +67,16 @@ fn restore_blocking(
     timeout: Duration,
 ) -> Result<RestoreReport, SinkError> {
     let topic = cfg.state_topic.as_str();
-    let consumer: BaseConsumer = client_config(cfg)
+    let consumer: BaseConsumer<QuietEofContext> = client_config(cfg)
         // A fresh group each time: nothing is committed, we always read from the start.
-        .set("group.id", format!("agentwatch-restore-{}", uuid::Uuid::new_v4()))
+        .set(
+            "group.id",
+            format!("agentwatch-restore-{}", uuid::Uuid::new_v4()),
+        )
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
-        .create()
+        .create_with_context(QuietEofContext)
         .map_err(SinkError::Client)?;
     let meta = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
@@ -98,9 +115,14 @@ fn restore_blocking(
         }
         if last_progress.elapsed() > Duration::from_secs(5) {
             last_progress = Instant::now();
-            tracing::info!(topic, records = report.records, agents = store.len(),
-                partitions_done = at_end.len(), partitions = partitions.len(),
-                "restoring state");
+            tracing::info!(
+                topic,
+                records = report.records,
+                agents = store.len(),
+                partitions_done = at_end.len(),
+                partitions = partitions.len(),
+                "restoring state"
+            );
         }
         let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
             continue;
@@ -121,8 +143,12 @@ fn restore_blocking(
         report.records += 1;
         let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else {
             report.invalid += 1;
-            tracing::warn!(topic, partition = msg.partition(), offset = msg.offset(),
-                "state record without a UTF-8 key; ignored");
+            tracing::warn!(
+                topic,
+                partition = msg.partition(),
+                offset = msg.offset(),
+                "state record without a UTF-8 key; ignored"
+            );
             continue;
         };
         let Some(payload) = msg.payload() else {
@@ -130,17 +156,23 @@ fn restore_blocking(
             store.restore_tombstone(key);
             continue;
         };
-        let ct = msg
-            .headers()
-            .and_then(|h| h.iter().find(|h| h.key == "content-type").and_then(|h| h.value));
+        let ct = msg.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key == "content-type")
+                .and_then(|h| h.value)
+        });
         let format = cfg.format.from_content_type(ct);
         match encode::decode_state(payload, format) {
             Ok(rec) => match rec.state {
                 Some(state) if state.agent_id == key => store.restore(key, state, rec.seq),
                 _ => {
                     report.invalid += 1;
-                    tracing::warn!(topic, partition = msg.partition(), offset = msg.offset(),
-                        "state record without a state for its key; ignored");
+                    tracing::warn!(
+                        topic,
+                        partition = msg.partition(),
+                        offset = msg.offset(),
+                        "state record without a state for its key; ignored"
+                    );
                 }
             },
             Err(e) => {

@@ -112,8 +112,7 @@ impl KafkaSink {
                 _ = sleep_until(deadline), if deadline.is_some() => break,
             }
             self.metrics.kafka_in_flight.set(in_flight.len() as i64);
-            if deadline.is_some() && in_flight.is_empty() && retries.is_empty() && work.is_empty()
-            {
+            if deadline.is_some() && in_flight.is_empty() && retries.is_empty() && work.is_empty() {
                 break;
             }
         }

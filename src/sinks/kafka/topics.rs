@@ -21,10 +21,18 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<(), SinkError> {
         client_config(cfg).create().map_err(SinkError::Client)?;
     let opts = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
     let topics = [
-        NewTopic::new(&cfg.events_topic, cfg.partitions, TopicReplication::Fixed(cfg.replication_factor))
-            .set("cleanup.policy", "delete"),
-        NewTopic::new(&cfg.state_topic, cfg.partitions, TopicReplication::Fixed(cfg.replication_factor))
-            .set("cleanup.policy", "compact"),
+        NewTopic::new(
+            &cfg.events_topic,
+            cfg.partitions,
+            TopicReplication::Fixed(cfg.replication_factor),
+        )
+        .set("cleanup.policy", "delete"),
+        NewTopic::new(
+            &cfg.state_topic,
+            cfg.partitions,
+            TopicReplication::Fixed(cfg.replication_factor),
+        )
+        .set("cleanup.policy", "compact"),
     ];
     let results = admin
         .create_topics(&topics, &opts)

@@ -10,7 +10,9 @@ use super::RetryConfig;
 /// The ceiling of the delay before retry number `retry` (1 = first retry):
 /// `initial_backoff * 2^(retry-1)`, at most `max_backoff`.
 pub(crate) fn ceiling(cfg: &RetryConfig, retry: u32) -> Duration {
-    let factor = 1u32.checked_shl(retry.saturating_sub(1)).unwrap_or(u32::MAX);
+    let factor = 1u32
+        .checked_shl(retry.saturating_sub(1))
+        .unwrap_or(u32::MAX);
     cfg.initial_backoff
         .checked_mul(factor)
         .unwrap_or(cfg.max_backoff)
@@ -103,7 +105,10 @@ mod tests {
     #[test]
     fn unparsable_wait_headers_are_ignored() {
         let mut h = HeaderMap::new();
-        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         h.insert("x-bkapi-ratelimit-reset", "-3".parse().unwrap());
         assert_eq!(server_wait(&h), None);
     }

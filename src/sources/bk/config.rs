@@ -119,7 +119,10 @@ impl RetryConfig {
             errs.push(format!("{prefix}.max_retries"), "must be at most 20");
         }
         if self.initial_backoff.is_zero() {
-            errs.push(format!("{prefix}.initial_backoff"), "must be greater than 0");
+            errs.push(
+                format!("{prefix}.initial_backoff"),
+                "must be greater than 0",
+            );
         }
         if self.max_backoff < self.initial_backoff {
             errs.push(

@@ -104,7 +104,10 @@ impl Head {
     }
 
     fn message(&self) -> String {
-        self.message.as_ref().map(|m| m.0.clone()).unwrap_or_default()
+        self.message
+            .as_ref()
+            .map(|m| m.0.clone())
+            .unwrap_or_default()
     }
 
     fn into_business_error(self, endpoint: &str) -> ApiError {
@@ -342,7 +345,10 @@ mod tests {
     #[test]
     fn result_false_with_code_is_a_business_error() {
         let body = br#"{"result":false,"code":1011003,"message":"agent not found","data":null}"#;
-        assert_eq!(business(decode(EP, body)), (1011003, "agent not found".into()));
+        assert_eq!(
+            business(decode(EP, body)),
+            (1011003, "agent not found".into())
+        );
     }
 
     #[test]
@@ -362,7 +368,10 @@ mod tests {
         let body = br#"{"result":false,"message":"nope"}"#;
         assert_eq!(business(decode(EP, body)), (NO_CODE, "nope".into()));
         let body = br#"{"result":false,"code":"E42","message":"nope"}"#;
-        assert_eq!(business(decode(EP, body)), (NO_CODE, "nope (code \"E42\")".into()));
+        assert_eq!(
+            business(decode(EP, body)),
+            (NO_CODE, "nope (code \"E42\")".into())
+        );
     }
 
     #[test]
@@ -391,7 +400,10 @@ mod tests {
         );
         let body = br#"{"result":true,"data":[{"status_code":2}]}"#;
         let detail = decode_detail(decode::<Vec<Item>>(EP, body));
-        assert!(detail.starts_with("data[0]: missing field `id`"), "{detail}");
+        assert!(
+            detail.starts_with("data[0]: missing field `id`"),
+            "{detail}"
+        );
     }
 
     #[test]
@@ -425,16 +437,33 @@ mod tests {
     fn http_error_with_a_success_envelope_is_still_an_error() {
         let body = br#"{"result":true,"code":0,"data":[]}"#;
         let e = http_error(EP, 500, body, None);
-        assert!(matches!(e, ApiError::Http { status: 500, code: Some(0), .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                ApiError::Http {
+                    status: 500,
+                    code: Some(0),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         assert!(e.is_retryable());
     }
 
     #[test]
     fn http_error_without_envelope_shows_the_start_of_the_body() {
         let e = http_error(EP, 502, b"<html>\n  bad   gateway\n</html>", None);
-        assert!(e.to_string().ends_with("HTTP 502: <html> bad gateway </html>"), "{e}");
+        assert!(
+            e.to_string()
+                .ends_with("HTTP 502: <html> bad gateway </html>"),
+            "{e}"
+        );
         let e = http_error(EP, 503, b"", None);
-        assert!(e.to_string().ends_with("HTTP 503: Service Unavailable"), "{e}");
+        assert!(
+            e.to_string().ends_with("HTTP 503: Service Unavailable"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -134,8 +134,7 @@ async fn auth_header_is_json_with_app_code_secret_and_username() {
     assert_eq!(got, [1, 2, 3]);
 
     let headers = seen.lock().unwrap().take().unwrap();
-    let auth: Value =
-        serde_json::from_slice(headers["x-bkapi-authorization"].as_bytes()).unwrap();
+    let auth: Value = serde_json::from_slice(headers["x-bkapi-authorization"].as_bytes()).unwrap();
     assert_eq!(
         auth,
         json!({"bk_app_code": "agentwatch", "bk_app_secret": SECRET, "bk_username": "admin"})
@@ -220,9 +219,16 @@ async fn rate_limited_call_waits_for_the_reset_header_then_retries() {
     let started = Instant::now();
     let got: Vec<i32> = setup.client(&metrics).post(&url, &json!({})).await.unwrap();
     assert_eq!(got, [1, 2, 3]);
-    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
-    assert_eq!((count(&metrics, "rate_limited"), count(&metrics, "ok")), (1, 1));
+    assert_eq!(
+        (count(&metrics, "rate_limited"), count(&metrics, "ok")),
+        (1, 1)
+    );
 }
 
 #[tokio::test]
@@ -249,7 +255,10 @@ async fn rate_limit_wait_is_capped_at_max_backoff() {
     let started = Instant::now();
     let _: Vec<i32> = setup.client(&metrics).post(&url, &json!({})).await.unwrap();
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(100) && took < Duration::from_secs(2), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
 }
 
 #[tokio::test]
@@ -267,10 +276,21 @@ async fn bad_request_is_not_retried_and_keeps_the_gateway_code() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, ApiError::Http { status: 400, code: Some(1640001), .. }),
+        matches!(
+            err,
+            ApiError::Http {
+                status: 400,
+                code: Some(1640001),
+                ..
+            }
+        ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("/x: HTTP 400, code 1640001: app not found"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("/x: HTTP 400, code 1640001: app not found"),
+        "{err}"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(count(&metrics, "http_4xx"), 1);
 }
@@ -290,7 +310,10 @@ async fn business_and_decode_errors_are_not_retried() {
     let err = client.post::<_, Value>(&url, &json!({})).await.unwrap_err();
     assert!(matches!(err, ApiError::Decode { .. }), "{err:?}");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    assert_eq!((count(&metrics, "envelope"), count(&metrics, "decode")), (1, 1));
+    assert_eq!(
+        (count(&metrics, "envelope"), count(&metrics, "decode")),
+        (1, 1)
+    );
 }
 
 #[tokio::test]
@@ -364,7 +387,10 @@ async fn oversized_body_is_too_large_whether_declared_or_streamed() {
     let client = setup.client(&metrics);
     for url in [declared, streamed] {
         let err = client.post::<_, Value>(&url, &json!({})).await.unwrap_err();
-        assert!(matches!(err, ApiError::TooLarge { limit: 1024, .. }), "{err:?}");
+        assert!(
+            matches!(err, ApiError::TooLarge { limit: 1024, .. }),
+            "{err:?}"
+        );
         assert!(!err.is_retryable());
     }
     assert_eq!(count(&metrics, "too_large"), 2);
@@ -488,5 +514,8 @@ fn missing_secret_is_a_build_error() {
         Metrics::new(),
     )
     .unwrap_err();
-    assert_eq!(err.to_string(), "cannot build nodeman request: bk.app_secret is not set");
+    assert_eq!(
+        err.to_string(),
+        "cannot build nodeman request: bk.app_secret is not set"
+    );
 }

@@ -103,7 +103,10 @@ impl Default for GseConfig {
 impl GseConfig {
     pub(crate) fn validate(&mut self, errs: &mut FieldErrors) {
         if self.api == GseApi::V1 {
-            errs.push("gse.api", "\"v1\" (GSE 1.x) is not supported yet; use \"v2\"");
+            errs.push(
+                "gse.api",
+                "\"v1\" (GSE 1.x) is not supported yet; use \"v2\"",
+            );
         }
         validate_base_url("gse.base_url", &mut self.base_url, errs);
         if !(1..=5000).contains(&self.batch_size) {

@@ -189,7 +189,11 @@ mod tests {
         let metrics = Metrics::new();
         let base = serve(gse(HashMap::new())).await;
         let c = client(&base, metrics.clone());
-        assert!(c.list_agent_state(&ids(&["x", "y"])).await.unwrap().is_empty());
+        assert!(c
+            .list_agent_state(&ids(&["x", "y"]))
+            .await
+            .unwrap()
+            .is_empty());
         // Still an "envelope" outcome on the wire, and not retried.
         let envelope = metrics
             .upstream_requests_total

