@@ -89,7 +89,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
 
     let gse = GseClient::new(&cfg.gse, &cfg.bk, metrics.clone())?;
     let nodeman = NodemanClient::new(&cfg.nodeman, &cfg.bk, metrics.clone())?;
-    let (store, work) = Store::new();
+    let (store, work) = Store::with_confirm_sweeps(cfg.poll.confirm_sweeps);
     let poller = Poller::new(
         cfg.poll.clone(),
         gse,

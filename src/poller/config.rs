@@ -20,6 +20,12 @@ pub struct PollConfig {
     /// *successful* inventory refreshes; a failed or truncated refresh never counts.
     #[serde(default = "default_remove_after")]
     pub remove_after: u32,
+    /// Debounce against flapping: a changed state must be seen in this many
+    /// consecutive sweeps before its update event is emitted. 1 (default) = off.
+    /// Trade-off: N delays every real change by N-1 sweeps (N-1 × `interval`) and hides
+    /// flaps shorter than that; first sightings and deletes are never delayed.
+    #[serde(default = "default_confirm_sweeps")]
+    pub confirm_sweeps: u32,
 }
 
 fn default_interval() -> Duration {
@@ -31,6 +37,9 @@ fn default_inventory_interval() -> Duration {
 fn default_remove_after() -> u32 {
     3
 }
+fn default_confirm_sweeps() -> u32 {
+    1
+}
 
 impl Default for PollConfig {
     fn default() -> Self {
@@ -38,6 +47,7 @@ impl Default for PollConfig {
             interval: default_interval(),
             inventory_interval: default_inventory_interval(),
             remove_after: default_remove_after(),
+            confirm_sweeps: default_confirm_sweeps(),
         }
     }
 }
@@ -52,6 +62,9 @@ impl PollConfig {
         }
         if !(1..=1000).contains(&self.remove_after) {
             errs.push("poll.remove_after", "must be between 1 and 1000");
+        }
+        if !(1..=100).contains(&self.confirm_sweeps) {
+            errs.push("poll.confirm_sweeps", "must be between 1 and 100");
         }
     }
 }

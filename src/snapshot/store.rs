@@ -51,8 +51,13 @@ struct Entry {
     acked: Option<AgentState>,
     /// `seq` of the last acknowledged event.
     seq: u64,
-    pending: Option<Change>,
-    in_flight: Option<Change>,
+    // Boxed: most agents have neither, and an inline `Change` would triple the size
+    // of every entry.
+    pending: Option<Box<Change>>,
+    in_flight: Option<Box<Change>>,
+    /// With `poll.confirm_sweeps > 1`: a change seen but not yet confirmed, and in how
+    /// many consecutive sweeps it was seen.
+    candidate: Option<Box<(AgentState, u32)>>,
     /// The sink holds a `Work::Event` for this agent (queued or waiting to retry).
     event_queued: bool,
     /// `acked` is newer than the state topic's record.
@@ -120,6 +125,8 @@ pub struct Store {
     /// True until the first sweep of a process that started with an empty state
     /// topic has finished: first sightings are `OP_SNAPSHOT`, later ones `OP_CREATE`.
     initial_snapshot: AtomicBool,
+    /// Consecutive sweeps a changed state must be seen in before it is emitted.
+    confirm_sweeps: u32,
     work: mpsc::UnboundedSender<Work>,
 }
 
@@ -128,10 +135,18 @@ impl Store {
     /// at most two items per agent (one event, one state write), so it is bounded by
     /// the number of agents even though the channel type is unbounded.
     pub fn new() -> (Arc<Store>, mpsc::UnboundedReceiver<Work>) {
+        Store::with_confirm_sweeps(1)
+    }
+
+    /// A store that emits an update only after the changed state was seen in
+    /// `confirm_sweeps` consecutive sweeps (1 = at once). First sightings and deletes
+    /// are never delayed.
+    pub fn with_confirm_sweeps(confirm_sweeps: u32) -> (Arc<Store>, mpsc::UnboundedReceiver<Work>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let store = Store {
             map: DashMap::new(),
             initial_snapshot: AtomicBool::new(true),
+            confirm_sweeps: confirm_sweeps.max(1),
             work: tx,
         };
         (Arc::new(store), rx)
@@ -183,19 +198,22 @@ impl Store {
             Some(mut e) => {
                 e.stale = false;
                 e.missing = 0;
-                let changed = match e.base() {
-                    Some(base) => diff::differs(base, &observed),
-                    None => true,
+                let (changed, debounce) = match e.base() {
+                    Some(base) => (diff::differs(base, &observed), self.confirm_sweeps > 1),
+                    None => (true, false),
                 };
-                if changed {
+                if changed && debounce && !self.confirmed(&mut e, &observed) {
+                    // Not yet seen often enough; what is pending (if anything) stays.
+                } else if changed {
+                    e.candidate = None;
                     // Keep the time of the oldest undelivered change for the age metric.
                     let since = e.pending.as_ref().map_or_else(Instant::now, |p| p.since);
-                    e.pending = Some(Change {
+                    e.pending = Some(Box::new(Change {
                         after: Some(observed),
                         initial: initial && e.acked.is_none(),
                         sweep,
                         since,
-                    });
+                    }));
                     if !e.event_queued {
                         e.event_queued = true;
                         queue = true;
@@ -203,6 +221,7 @@ impl Store {
                 } else {
                     // Back to what is (being) delivered: nothing left to send.
                     e.pending = None;
+                    e.candidate = None;
                 }
                 key = e.key().clone();
             }
@@ -211,12 +230,12 @@ impl Store {
                 self.map.insert(
                     key.clone(),
                     Entry {
-                        pending: Some(Change {
+                        pending: Some(Box::new(Change {
                             after: Some(observed),
                             initial,
                             sweep,
                             since: Instant::now(),
-                        }),
+                        })),
                         event_queued: true,
                         ..Entry::default()
                     },
@@ -227,6 +246,22 @@ impl Store {
         if queue {
             self.push(Work::Event(key));
         }
+    }
+
+    /// Debounce: true once `observed` has been seen in `confirm_sweeps` consecutive
+    /// sweeps. A different state in between restarts the count.
+    fn confirmed(&self, e: &mut Entry, observed: &AgentState) -> bool {
+        let seen = match e.candidate.as_deref_mut() {
+            Some((c, n)) if !diff::differs(c, observed) => {
+                *n += 1;
+                *n
+            }
+            _ => {
+                e.candidate = Some(Box::new((observed.clone(), 1)));
+                1
+            }
+        };
+        seen >= self.confirm_sweeps
     }
 
     /// The agent's GSE batch failed: keep its state, count it stale, emit nothing.
@@ -253,12 +288,12 @@ impl Store {
             e.missing = e.missing.saturating_add(1);
             let already_deleting = matches!(&e.pending, Some(c) if c.after.is_none());
             if e.missing >= remove_after && e.latest().is_some() && !already_deleting {
-                e.pending = Some(Change {
+                e.pending = Some(Box::new(Change {
                     after: None,
                     initial: false,
                     sweep,
                     since: Instant::now(),
-                });
+                }));
                 if !e.event_queued {
                     e.event_queued = true;
                     deleted.push(e.key().clone());

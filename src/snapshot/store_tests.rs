@@ -190,3 +190,37 @@ fn stale_agents_keep_their_state_and_are_counted() {
     assert_eq!(stats.by_status.get("running"), Some(&1));
     assert_eq!(stats.pending, 0);
 }
+
+#[test]
+fn with_confirm_sweeps_a_change_is_emitted_only_after_n_consecutive_sightings() {
+    let (s, mut rx) = Store::with_confirm_sweeps(3);
+    s.restore("a", st("a", 2), 1);
+    s.finish_restore();
+    s.observe("a", st("a", 3), 1);
+    s.observe("a", st("a", 3), 2);
+    assert!(drain(&mut rx).is_empty(), "seen twice, not yet confirmed");
+    s.observe("a", st("a", 3), 3);
+    assert_eq!(drain(&mut rx), vec![ev("a")]);
+    assert_eq!(s.take_event("a", "src", 0).expect("event").event.seq, 2);
+}
+
+#[test]
+fn with_confirm_sweeps_a_flap_that_reverts_emits_nothing() {
+    let (s, mut rx) = Store::with_confirm_sweeps(2);
+    s.restore("a", st("a", 2), 1);
+    s.finish_restore();
+    s.observe("a", st("a", 3), 1);
+    s.observe("a", st("a", 2), 2);
+    s.observe("a", st("a", 3), 3);
+    s.observe("a", st("a", 4), 4);
+    assert!(drain(&mut rx).is_empty());
+    assert!(s.take_event("a", "src", 0).is_none());
+}
+
+#[test]
+fn with_confirm_sweeps_first_sightings_are_not_delayed() {
+    let (s, mut rx) = Store::with_confirm_sweeps(5);
+    s.finish_restore();
+    s.observe("a", st("a", 2), 1);
+    assert_eq!(drain(&mut rx), vec![ev("a")]);
+}
