@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(&descriptor_path, fds.encode_to_vec())?;
 
     prost_build::Config::new()
+        // Ordered maps: deterministic encoding and stable `changed_fields` order.
+        .btree_map(["."])
         .file_descriptor_set_path(&descriptor_path)
         .compile_fds(fds)?;
 
@@ -22,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&std::fs::read(&descriptor_path)?)?
         .preserve_proto_field_names()
+        .btree_map(["."])
         .build(&[".agentwatch"])?;
     Ok(())
 }

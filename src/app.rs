@@ -12,7 +12,10 @@ use crate::{
     metrics::Metrics,
     poller::{Poller, SweepReport, SweepResult},
     sinks::kafka::{self, restore, topics, KafkaSink, SinkError},
-    snapshot::{StatusNames, Store},
+    snapshot::{
+        diff::{Diff, TrackedInfo},
+        StatusNames, Store, StoreOptions,
+    },
     sources::{bk::ApiError, gse::GseClient, nodeman::NodemanClient},
 };
 
@@ -89,7 +92,12 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
 
     let gse = GseClient::new(&cfg.gse, &cfg.bk, metrics.clone())?;
     let nodeman = NodemanClient::new(&cfg.nodeman, &cfg.bk, metrics.clone())?;
-    let (store, work) = Store::with_confirm_sweeps(cfg.poll.confirm_sweeps);
+    let (store, work) = Store::with_options(StoreOptions {
+        confirm_sweeps: cfg.poll.confirm_sweeps,
+        diff: Diff {
+            info: TrackedInfo::from_names(&cfg.gse.tracked_info_fields),
+        },
+    });
     let poller = Poller::new(
         cfg.poll.clone(),
         gse,

@@ -48,6 +48,9 @@ pub struct Metrics {
     pub inventory_rejected_hosts: IntGaugeVec,
     /// Agents in GSE batches that failed after retries during the last sweep.
     pub failed_batches_total: IntCounter,
+    /// 1 for the GSE API generation in use (`api` = v2, v1); with `gse.api = "auto"`
+    /// this shows whether the fallback to 1.x happened.
+    pub gse_api: IntGaugeVec,
     /// 1 once the state has been restored and the first sweep is done.
     pub ready: IntGauge,
     /// State-topic records read at start-up, and how long the restore took.
@@ -174,6 +177,14 @@ impl Metrics {
                 "GSE batches that failed after all retries; their agents kept their state.",
             )
             .expect("static metric definition"),
+            gse_api: IntGaugeVec::new(
+                Opts::new(
+                    "agentwatch_gse_api",
+                    "1 for the GSE API generation in use (v2 or v1).",
+                ),
+                &["api"],
+            )
+            .expect("static metric definition"),
             ready: IntGauge::new(
                 "agentwatch_ready",
                 "1 once the state is restored and the first sweep has completed.",
@@ -213,6 +224,7 @@ impl Metrics {
             Box::new(self.inventory_refreshes_total.clone()),
             Box::new(self.inventory_rejected_hosts.clone()),
             Box::new(self.failed_batches_total.clone()),
+            Box::new(self.gse_api.clone()),
             Box::new(self.ready.clone()),
             Box::new(self.restored_agents.clone()),
             Box::new(self.restore_duration_seconds.clone()),

@@ -19,7 +19,13 @@ use crate::{
     http::HttpConfig,
     poller::PollConfig,
     sinks::kafka::KafkaConfig,
-    sources::{bk::BkConfig, gse::GseConfig, nodeman::NodemanConfig},
+    sources::{
+        bk::BkConfig,
+        cmdb::CmdbConfig,
+        gse::GseConfig,
+        inventory::{InventoryConfig, SourceKind},
+        nodeman::NodemanConfig,
+    },
 };
 
 /// The whole configuration. See `agentwatch.example.toml` for an annotated example.
@@ -32,6 +38,10 @@ pub struct Config {
     pub gse: GseConfig,
     #[serde(default)]
     pub nodeman: NodemanConfig,
+    #[serde(default)]
+    pub inventory: InventoryConfig,
+    #[serde(default)]
+    pub cmdb: CmdbConfig,
     #[serde(default)]
     pub poll: PollConfig,
     #[serde(default)]
@@ -50,7 +60,11 @@ impl Config {
         let mut errs = FieldErrors::default();
         self.bk.validate(&mut errs);
         self.gse.validate(&mut errs);
-        self.nodeman.validate(&mut errs);
+        let source = self.inventory.source;
+        self.inventory.validate(&mut errs);
+        self.nodeman
+            .validate(source == SourceKind::Nodeman || self.nodeman.plugins, &mut errs);
+        self.cmdb.validate(source == SourceKind::Cmdb, &mut errs);
         self.poll.validate(&mut errs);
         self.kafka.validate(&mut errs);
         self.http.validate(&mut errs);

@@ -36,6 +36,7 @@ pub fn merge(
         nodeman_status: host.nodeman_status.clone(),
         os_type: host.os_type.clone(),
         observed_at_ms: now_ms,
+        ..AgentState::default()
     }
 }
 

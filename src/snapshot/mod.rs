@@ -6,7 +6,7 @@ mod status;
 mod store;
 
 pub use status::{StatusNames, UNKNOWN};
-pub use store::{OutEvent, OutState, Stats, Store, Work};
+pub use store::{OutEvent, OutState, Stats, Store, StoreOptions, Work};
 
 /// Namespace of agentwatch event ids (UUIDv5). Never change it: event ids must stay
 /// stable across versions so consumers can drop re-deliveries.

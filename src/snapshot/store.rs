@@ -120,6 +120,24 @@ pub struct Stats {
     pub unflushed: usize,
 }
 
+/// How the store decides what is a change.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// An update is emitted only after the changed state was seen in this many
+    /// consecutive sweeps (1 = at once). First sightings and deletes are never delayed.
+    pub confirm_sweeps: u32,
+    pub diff: diff::Diff,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            confirm_sweeps: 1,
+            diff: diff::Diff::default(),
+        }
+    }
+}
+
 pub struct Store {
     map: DashMap<Arc<str>, Entry>,
     /// True until the first sweep of a process that started with an empty state
@@ -127,6 +145,7 @@ pub struct Store {
     initial_snapshot: AtomicBool,
     /// Consecutive sweeps a changed state must be seen in before it is emitted.
     confirm_sweeps: u32,
+    diff: diff::Diff,
     work: mpsc::UnboundedSender<Work>,
 }
 
@@ -135,18 +154,16 @@ impl Store {
     /// at most two items per agent (one event, one state write), so it is bounded by
     /// the number of agents even though the channel type is unbounded.
     pub fn new() -> (Arc<Store>, mpsc::UnboundedReceiver<Work>) {
-        Store::with_confirm_sweeps(1)
+        Store::with_options(StoreOptions::default())
     }
 
-    /// A store that emits an update only after the changed state was seen in
-    /// `confirm_sweeps` consecutive sweeps (1 = at once). First sightings and deletes
-    /// are never delayed.
-    pub fn with_confirm_sweeps(confirm_sweeps: u32) -> (Arc<Store>, mpsc::UnboundedReceiver<Work>) {
+    pub fn with_options(opts: StoreOptions) -> (Arc<Store>, mpsc::UnboundedReceiver<Work>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let store = Store {
             map: DashMap::new(),
             initial_snapshot: AtomicBool::new(true),
-            confirm_sweeps: confirm_sweeps.max(1),
+            confirm_sweeps: opts.confirm_sweeps.max(1),
+            diff: opts.diff,
             work: tx,
         };
         (Arc::new(store), rx)
@@ -199,7 +216,7 @@ impl Store {
                 e.stale = false;
                 e.missing = 0;
                 let (changed, debounce) = match e.base() {
-                    Some(base) => (diff::differs(base, &observed), self.confirm_sweeps > 1),
+                    Some(base) => (self.diff.differs(base, &observed), self.confirm_sweeps > 1),
                     None => (true, false),
                 };
                 if changed && debounce && !self.confirmed(&mut e, &observed) {
@@ -252,7 +269,7 @@ impl Store {
     /// sweeps. A different state in between restarts the count.
     fn confirmed(&self, e: &mut Entry, observed: &AgentState) -> bool {
         let seen = match e.candidate.as_deref_mut() {
-            Some((c, n)) if !diff::differs(c, observed) => {
+            Some((c, n)) if !self.diff.differs(c, observed) => {
                 *n += 1;
                 *n
             }
@@ -327,7 +344,7 @@ impl Store {
             (None, Some(_)) => (Op::Create, Vec::new()),
             (Some(_), None) => (Op::Delete, Vec::new()),
             (Some(before), Some(after)) => {
-                let fields = diff::changed_fields(before, after);
+                let fields = self.diff.changed_fields(before, after);
                 if fields.is_empty() {
                     return None;
                 }
@@ -348,7 +365,7 @@ impl Store {
             sweep: change.sweep,
             event_id: super::event_id(agent_id, seq),
             source: source.to_owned(),
-            changed_fields: changed.into_iter().map(str::to_owned).collect(),
+            changed_fields: changed,
         };
         e.in_flight = Some(change);
         Some(OutEvent { event })

@@ -7,6 +7,7 @@
 //! - [`inventory`]: the host model and the agent id rule.
 
 pub mod bk;
+pub mod cmdb;
 pub mod gse;
 pub mod inventory;
 pub mod nodeman;

@@ -411,14 +411,13 @@ pub fn events_since(
 // Helpers of the reliability and restart tests.
 // ---------------------------------------------------------------------------------
 
-/// Waits for `n` more sweep reports (each within 30 s) without waiting for the sink,
-/// so it also works while the broker is unreachable. A lagging receiver skips the
-/// reports it missed and keeps counting from the next one.
-pub async fn next_sweeps(
-    rx: &mut tokio::sync::broadcast::Receiver<agentwatch::poller::SweepReport>,
-    n: usize,
-) -> Vec<agentwatch::poller::SweepReport> {
+/// Waits for `n` sweep reports (each within 30 s) that arrive from now on, without
+/// waiting for the sink, so it also works while the broker is unreachable. The first
+/// may be a sweep that was already running: wait for 2 to be sure a whole sweep saw a
+/// change made before the call.
+pub async fn next_sweeps(running: &Running, n: usize) -> Vec<agentwatch::poller::SweepReport> {
     use tokio::sync::broadcast::error::RecvError;
+    let mut rx = running.sweeps();
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         match tokio::time::timeout(Duration::from_secs(30), rx.recv())

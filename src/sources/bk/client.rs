@@ -21,6 +21,7 @@ use crate::metrics::{Metrics, UPSTREAM_OUTCOMES};
 pub enum Upstream {
     Gse,
     Nodeman,
+    Cmdb,
 }
 
 impl Upstream {
@@ -28,6 +29,7 @@ impl Upstream {
         match self {
             Upstream::Gse => "gse",
             Upstream::Nodeman => "nodeman",
+            Upstream::Cmdb => "cmdb",
         }
     }
 }

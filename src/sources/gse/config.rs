@@ -15,8 +15,21 @@ use crate::{
 pub enum GseApi {
     /// GSE 2.0 `cluster/list_agent_state` (keyed by agent id).
     V2,
-    /// GSE 1.x ESB `gse/get_agent_status/` (keyed by cloud:ip). Not yet implemented.
+    /// GSE 1.x ESB `gse/get_agent_status/` (keyed by cloud:ip, IPv4 only).
     V1,
+    /// Try v2; when its endpoint does not exist (HTTP 404 / gateway API_NOT_FOUND
+    /// 1640401) fall back to v1 for the rest of the process's life.
+    Auto,
+}
+
+impl GseApi {
+    pub fn label(self) -> &'static str {
+        match self {
+            GseApi::V2 => "v2",
+            GseApi::V1 => "v1",
+            GseApi::Auto => "auto",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -26,9 +39,29 @@ pub struct GseConfig {
     #[serde(default = "default_api")]
     pub api: GseApi,
     /// GSE 2.0 base URL ending in `api/v2/`, e.g.
-    /// `http://bkapi.example.com/api/bk-gse/prod/api/v2/`.
+    /// `http://bkapi.example.com/api/bk-gse/prod/api/v2/`. Required for "v2"/"auto".
     #[serde(default)]
     pub base_url: String,
+    /// GSE 1.x ESB base ending in `gse/`, e.g.
+    /// `http://paas.example.com/api/c/compapi/v2/gse/`; `get_agent_status/` and
+    /// `get_agent_info/` are appended. Required for "v1"/"auto".
+    #[serde(default)]
+    pub esb_base_url: String,
+    /// `bk_supplier_account` sent to GSE 1.x (BlueKing's default developer account).
+    #[serde(default = "default_supplier")]
+    pub bk_supplier_account: String,
+    /// Also poll agent details (v2 `cluster/list_agent_info`, v1 `get_agent_info/`) on
+    /// `agent_info_interval`: parent (proxy) IP/port, heartbeat time, start time,
+    /// CPU/memory usage.
+    #[serde(default)]
+    pub agent_info: bool,
+    #[serde(default = "default_agent_info_interval", with = "humantime_serde")]
+    pub agent_info_interval: std::time::Duration,
+    /// Agent-info fields whose change is an update event: any of parent_ip,
+    /// parent_port, report_time, start_time, cpu_rate, mem_rate. The rest are carried
+    /// in events without producing any (so CPU usage does not make an event per sweep).
+    #[serde(default = "default_tracked_info")]
+    pub tracked_info_fields: Vec<String>,
     /// Agent ids per `list_agent_state` call (1..=5000; bk-cli caps at 1000).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -54,6 +87,17 @@ pub struct GseConfig {
 fn default_api() -> GseApi {
     GseApi::V2
 }
+fn default_supplier() -> String {
+    "0".to_owned()
+}
+fn default_agent_info_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_tracked_info() -> Vec<String> {
+    ["parent_ip", "parent_port", "start_time"]
+        .map(str::to_owned)
+        .to_vec()
+}
 fn default_batch_size() -> usize {
     1000
 }
@@ -69,6 +113,7 @@ fn default_max_response_bytes() -> usize {
 
 pub fn default_status_names() -> BTreeMap<String, String> {
     [
+        (-3, "offline"),
         (-2, "not_found"),
         (-1, "query_failed"),
         (0, "initial"),
@@ -90,6 +135,11 @@ impl Default for GseConfig {
         GseConfig {
             api: default_api(),
             base_url: String::new(),
+            esb_base_url: String::new(),
+            bk_supplier_account: default_supplier(),
+            agent_info: false,
+            agent_info_interval: default_agent_info_interval(),
+            tracked_info_fields: default_tracked_info(),
             batch_size: default_batch_size(),
             concurrency: default_concurrency(),
             timeout: default_timeout(),

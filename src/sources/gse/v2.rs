@@ -16,8 +16,10 @@ pub const CODE_NONE_FOUND: i64 = 1011003;
 
 #[derive(Clone, Debug)]
 pub struct GseClient {
-    client: BkClient,
+    pub(super) client: BkClient,
     url: String,
+    /// Base URL (ends with '/'), for the other v2 endpoints.
+    pub(super) base_url: String,
 }
 
 #[derive(Serialize)]
@@ -46,6 +48,7 @@ impl From<WireState> for GseAgentState {
             version: w.version,
             run_mode: w.run_mode,
             status_code: w.status_code,
+            v1_alive: None,
         }
     }
 }
@@ -64,6 +67,7 @@ impl GseClient {
         Ok(GseClient {
             client,
             url: format!("{}cluster/list_agent_state", cfg.base_url),
+            base_url: cfg.base_url.clone(),
         })
     }
 
@@ -172,6 +176,7 @@ mod tests {
                     version: "2.1.0".into(),
                     run_mode: 1,
                     status_code: 2,
+                    v1_alive: None,
                 },
                 GseAgentState {
                     agent_id: "0:10.0.0.2".into(),
@@ -179,6 +184,7 @@ mod tests {
                     version: "2.1.0".into(),
                     run_mode: 1,
                     status_code: 3,
+                    v1_alive: None,
                 },
             ]
         );

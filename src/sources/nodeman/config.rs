@@ -30,6 +30,13 @@ pub struct NodemanConfig {
     /// Largest response body accepted, in bytes.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// Also poll `api/plugin/search/` with every inventory refresh and put each host's
+    /// plugin status/version in `AgentState.plugins`.
+    #[serde(default)]
+    pub plugins: bool,
+    /// Only these plugins (e.g. ["bkmonitorbeat", "bkunifylogbeat"]); empty = all.
+    #[serde(default)]
+    pub plugin_names: Vec<String>,
 }
 
 fn default_page_size() -> usize {
@@ -54,13 +61,18 @@ impl Default for NodemanConfig {
             timeout: default_timeout(),
             retry: RetryConfig::default(),
             max_response_bytes: default_max_response_bytes(),
+            plugins: false,
+            plugin_names: Vec::new(),
         }
     }
 }
 
 impl NodemanConfig {
-    pub(crate) fn validate(&mut self, errs: &mut FieldErrors) {
-        validate_base_url("nodeman.base_url", &mut self.base_url, errs);
+    /// `required`: NodeMan is the inventory or plugin polling is on.
+    pub(crate) fn validate(&mut self, required: bool, errs: &mut FieldErrors) {
+        if required || !self.base_url.is_empty() {
+            validate_base_url("nodeman.base_url", &mut self.base_url, errs);
+        }
         if !(1..=10_000).contains(&self.page_size) {
             errs.push("nodeman.page_size", "must be between 1 and 10000");
         }

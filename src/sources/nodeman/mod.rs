@@ -2,6 +2,8 @@
 
 mod config;
 mod host_search;
+mod plugins;
 
 pub use config::NodemanConfig;
 pub use host_search::NodemanClient;
+pub use plugins::{HostPlugins, Plugin};

@@ -1,4 +1,14 @@
 //! The inventory: which hosts exist, and the agent id each is watched under.
+//!
+//! Three sources (`inventory.source`): NodeMan host search (default), CMDB host
+//! listing, or a static YAML/CSV file; [`InventorySource`] hides which.
+
+mod config;
+pub mod file;
+mod source;
+
+pub use config::{InventoryConfig, SourceKind};
+pub use source::InventorySource;
 
 /// One host as the inventory (NodeMan `api/host/search/`) describes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -14,7 +24,8 @@ pub struct Host {
     /// `bk_agent_id`; empty for legacy (GSE 1.x-era) agents.
     pub bk_agent_id: String,
     pub os_type: String,
-    /// NodeMan's status string (RUNNING, TERMINATED, NOT_INSTALLED, ...).
+    /// NodeMan's status string (RUNNING, TERMINATED, NOT_INSTALLED, ...); empty for
+    /// other sources.
     pub nodeman_status: String,
 }
 

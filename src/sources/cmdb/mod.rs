@@ -1,0 +1,7 @@
+//! CMDB: an alternative host inventory.
+
+mod client;
+mod config;
+
+pub use client::CmdbClient;
+pub use config::CmdbConfig;
