@@ -10,13 +10,15 @@ use crate::{
     config::Config,
     http::{self, Health},
     metrics::Metrics,
-    poller::{Poller, SweepReport, SweepResult},
+    poller::{Extras, Poller, SweepReport, SweepResult},
     sinks::kafka::{self, restore, topics, KafkaSink, SinkError},
     snapshot::{
         diff::{Diff, TrackedInfo},
         StatusNames, Store, StoreOptions,
     },
-    sources::{bk::ApiError, gse::GseClient, nodeman::NodemanClient},
+    sources::{
+        bk::ApiError, gse::StatusSource, inventory::InventorySource, nodeman::NodemanClient,
+    },
 };
 
 /// How long the start-up restore may take before the service gives up.
@@ -90,8 +92,19 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let http_task = tokio::spawn(http::serve(listener, router, http_stop.clone()));
     tracing::info!(addr = %http_addr, "serving /metrics, /healthz, /readyz");
 
-    let gse = GseClient::new(&cfg.gse, &cfg.bk, metrics.clone())?;
-    let nodeman = NodemanClient::new(&cfg.nodeman, &cfg.bk, metrics.clone())?;
+    let gse = StatusSource::new(&cfg.gse, &cfg.bk, metrics.clone())?;
+    let source = InventorySource::from_config(&cfg, metrics.clone())?;
+    let extras = Extras {
+        plugins: if cfg.nodeman.plugins {
+            Some((
+                NodemanClient::new(&cfg.nodeman, &cfg.bk, metrics.clone())?,
+                cfg.nodeman.plugin_names.clone(),
+            ))
+        } else {
+            None
+        },
+        agent_info: cfg.gse.agent_info.then_some(cfg.gse.agent_info_interval),
+    };
     let (store, work) = Store::with_options(StoreOptions {
         confirm_sweeps: cfg.poll.confirm_sweeps,
         diff: Diff {
@@ -103,7 +116,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         gse,
         cfg.gse.batch_size,
         cfg.gse.concurrency,
-        nodeman,
+        source,
+        extras,
         store.clone(),
         metrics.clone(),
         StatusNames::from_config(&cfg.gse.status_names),

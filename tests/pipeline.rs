@@ -103,6 +103,7 @@ async fn changing_n_agents_yields_exactly_n_update_events_and_no_others() {
         .filter(|t| t.in_gse && t.status_code == 2)
         .take(25)
         .collect();
+    svc.between_sweeps().await;
     for t in &changed {
         assert!(sim.sim.set_status(&t.agent_id, 3));
     }
@@ -217,6 +218,7 @@ async fn agents_gse_does_not_know_are_not_found_and_a_forgotten_agent_is_a_real_
         .take(10)
         .cloned()
         .collect();
+    svc.between_sweeps().await;
     for t in &running {
         assert!(sim.sim.forget_in_gse(&t.agent_id));
     }

@@ -185,7 +185,10 @@ async fn broker_outage_of_30s_loses_no_change_and_keeps_per_agent_order() {
     let metrics = svc.metrics().await;
     let pending_metric = metric_value(&metrics, "agentwatch_pending_changes ");
     let oldest = metric_value(&metrics, "agentwatch_oldest_pending_age_seconds ");
-    assert!(pending_metric > 0.0, "agentwatch_pending_changes > 0 while down");
+    assert!(
+        pending_metric > 0.0,
+        "agentwatch_pending_changes > 0 while down"
+    );
     assert!(
         oldest >= 20.0,
         "oldest pending age covers the outage: {oldest}"
@@ -225,7 +228,11 @@ async fn broker_outage_of_30s_loses_no_change_and_keeps_per_agent_order() {
         "one event_id with two contents: {:?}",
         chains.conflicting
     );
-    assert!(chains.seq_gaps.is_empty(), "seq gaps: {:?}", chains.seq_gaps);
+    assert!(
+        chains.seq_gaps.is_empty(),
+        "seq gaps: {:?}",
+        chains.seq_gaps
+    );
     assert!(
         chains.order_breaks.is_empty(),
         "before != previous after: {:?}",
@@ -319,7 +326,11 @@ async fn mock_cluster_request_errors_and_broker_down_are_retried_until_delivered
     .await;
     tokio::time::sleep_until(down + Duration::from_secs(8)).await;
     let pending = running.store.stats().pending;
-    assert_eq!(pending, agents.len(), "one pending change per changed agent");
+    assert_eq!(
+        pending,
+        agents.len(),
+        "one pending change per changed agent"
+    );
     mock.broker_up(1).expect("broker up");
     let outage = down.elapsed();
     let resumed = Instant::now();
@@ -443,8 +454,13 @@ async fn inventory_page_failing_mid_refresh_deletes_nothing() {
     let before = event_ids(&broker.brokers, &cfg.kafka.events_topic);
     assert_eq!(before.len(), 1000);
     let running = svc.running();
-    let failed =
-        || running.metrics.inventory_refreshes_total.with_label_values(&["failed"]).get();
+    let failed = || {
+        running
+            .metrics
+            .inventory_refreshes_total
+            .with_label_values(&["failed"])
+            .get()
+    };
     assert_eq!(failed(), 0);
 
     // Several refreshes in a row fail on page 2: far more than remove_after.
@@ -467,7 +483,11 @@ async fn inventory_page_failing_mid_refresh_deletes_nothing() {
         new.len(),
         metric_value(&metrics, "agentwatch_inventory_agents ")
     );
-    assert_eq!(failed(), failures as u64, "each failing page fails one refresh");
+    assert_eq!(
+        failed(),
+        failures as u64,
+        "each failing page fails one refresh"
+    );
     assert!(new.is_empty(), "a failed refresh produced events: {new:?}");
     assert_eq!(deletes, 0.0);
     assert_eq!(running.store.len(), 1000, "every agent still watched");
@@ -496,10 +516,8 @@ async fn agents_removed_from_the_inventory_get_one_delete_after_remove_after_ref
             (s.agent_id.clone(), s)
         })
         .collect();
-    let before: std::collections::HashSet<String> = before_records
-        .iter()
-        .map(|r| r.event().event_id)
-        .collect();
+    let before: std::collections::HashSet<String> =
+        before_records.iter().map(|r| r.event().event_id).collect();
     let running = svc.running();
     // Include a legacy ("cloud:ip") agent and one GSE does not know.
     let truth = sim.sim.truth();
@@ -574,7 +592,11 @@ async fn agents_removed_from_the_inventory_get_one_delete_after_remove_after_ref
         assert!(removed.contains(&b.agent_id));
         assert_eq!(Some(b), last_state.get(&b.agent_id), "before = last state");
         assert_eq!(ev.seq, 2, "seq continues after the snapshot");
-        assert_eq!(ev.sweep, last + 3, "deleted by the third refresh without it");
+        assert_eq!(
+            ev.sweep,
+            last + 3,
+            "deleted by the third refresh without it"
+        );
         assert!(ev.changed_fields.is_empty());
     }
     let mut deleted: Vec<String> = new
@@ -627,7 +649,9 @@ async fn folding_the_events_topic_reproduces_the_state_topic() {
         assert!(sim.sim.remove_host(id));
     }
     // Creates.
-    let added: Vec<String> = (0..8).map(|_| sim.sim.add_host(NewHost::default())).collect();
+    let added: Vec<String> = (0..8)
+        .map(|_| sim.sim.add_host(NewHost::default()))
+        .collect();
     // GSE forgets some.
     for id in ids.iter().skip(200).take(4) {
         assert!(sim.sim.forget_in_gse(id));
@@ -667,7 +691,10 @@ async fn folding_the_events_topic_reproduces_the_state_topic() {
         .chain(state.keys())
         .filter(|k| chains.folded.get(*k) != state.get(*k))
         .collect();
-    assert!(differing.is_empty(), "fold != state topic for {differing:?}");
+    assert!(
+        differing.is_empty(),
+        "fold != state topic for {differing:?}"
+    );
     // And both agree with the simulator.
     for (id, (s, _)) in &chains.folded {
         assert_eq!(s.status_code, truth_code(&sim, id), "{id}");
@@ -686,8 +713,10 @@ async fn a_misconfigured_state_topic_is_reported_clearly() {
         .expect("admin client");
     let created = admin
         .create_topics(
-            &[NewTopic::new(&cfg.kafka.state_topic, 3, TopicReplication::Fixed(1))
-                .set("cleanup.policy", "delete")],
+            &[
+                NewTopic::new(&cfg.kafka.state_topic, 3, TopicReplication::Fixed(1))
+                    .set("cleanup.policy", "delete"),
+            ],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
         )
         .await
@@ -704,7 +733,10 @@ async fn a_misconfigured_state_topic_is_reported_clearly() {
     let err = result.expect_err("a non-compacted state topic is an error");
     let msg = err.to_string();
     println!("start-up error: {msg}");
-    assert!(msg.contains(&cfg.kafka.state_topic), "names the topic: {msg}");
+    assert!(
+        msg.contains(&cfg.kafka.state_topic),
+        "names the topic: {msg}"
+    );
     assert!(msg.contains("cleanup.policy"), "names the setting: {msg}");
     assert!(msg.contains("delete"), "says what it is: {msg}");
     stop.cancel();

@@ -145,11 +145,15 @@ async fn restart_after_sigkill_emits_each_change_made_while_down_exactly_once() 
     let mut want: Vec<&str> = changed.iter().map(String::as_str).collect();
     got.sort_unstable();
     want.sort_unstable();
-    assert_eq!(got, want, "exactly the changed agents, unchanged ones emit nothing");
+    assert_eq!(
+        got, want,
+        "exactly the changed agents, unchanged ones emit nothing"
+    );
     for evs in per_agent.values() {
         // A re-delivery is only acceptable as the same event (same id, same change).
-        assert!(evs.iter().all(|e| e.event_id == evs[0].event_id
-            && e.after == evs[0].after));
+        assert!(evs
+            .iter()
+            .all(|e| e.event_id == evs[0].event_id && e.after == evs[0].after));
     }
     // The update's `before` is what the snapshot said: consumers see a continuous chain.
     for ev in &new {

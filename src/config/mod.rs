@@ -62,8 +62,10 @@ impl Config {
         self.gse.validate(&mut errs);
         let source = self.inventory.source;
         self.inventory.validate(&mut errs);
-        self.nodeman
-            .validate(source == SourceKind::Nodeman || self.nodeman.plugins, &mut errs);
+        self.nodeman.validate(
+            source == SourceKind::Nodeman || self.nodeman.plugins,
+            &mut errs,
+        );
         self.cmdb.validate(source == SourceKind::Cmdb, &mut errs);
         self.poll.validate(&mut errs);
         self.kafka.validate(&mut errs);

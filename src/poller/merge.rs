@@ -1,27 +1,46 @@
-//! Merging an inventory host with its GSE answer into one `AgentState`.
+//! Merging an inventory host with what GSE (and NodeMan plugins, agent info) said into
+//! one `AgentState`.
+
+use std::collections::BTreeMap;
 
 use crate::{
-    proto::v1::AgentState,
+    proto::v1::{AgentInfo, AgentState, PluginState},
     snapshot::StatusNames,
     sources::{
-        gse::{GseAgentState, STATUS_NOT_FOUND, STATUS_RUNNING},
+        gse::{GseAgentState, GseApi, STATUS_NOT_FOUND, STATUS_RUNNING},
         inventory::Host,
     },
 };
 
-/// `gse` is `None` when a *successful* GSE answer did not mention the agent (or GSE
-/// said 1011003): the agent is not found (-2). Failed queries never get here.
+/// Everything known about one agent in this sweep besides its host record.
+pub struct Observed<'a> {
+    /// `None` when a *successful* GSE answer did not mention the agent (or GSE said
+    /// 1011003): the agent is not found (-2). Failed queries never get here.
+    pub gse: Option<&'a GseAgentState>,
+    /// Which API answered.
+    pub api: GseApi,
+    pub plugins: Option<&'a BTreeMap<String, PluginState>>,
+    pub info: Option<&'a AgentInfo>,
+    /// Version from agent info, used when the status API has none (GSE 1.x).
+    pub info_version: Option<&'a str>,
+}
+
 pub fn merge(
     agent_id: &str,
     host: &Host,
-    gse: Option<&GseAgentState>,
+    seen: &Observed<'_>,
     names: &StatusNames,
     now_ms: i64,
 ) -> AgentState {
-    let (status_code, version, run_mode) = match gse {
-        Some(g) => (g.status_code, g.version.clone(), g.run_mode),
-        None => (STATUS_NOT_FOUND, String::new(), 0),
+    let (status_code, mut version, run_mode, v1_agent_alive) = match seen.gse {
+        Some(g) => (g.status_code, g.version.clone(), g.run_mode, g.v1_alive),
+        None => (STATUS_NOT_FOUND, String::new(), 0, None),
     };
+    if version.is_empty() && seen.gse.is_some() {
+        if let Some(v) = seen.info_version {
+            version = v.to_owned();
+        }
+    }
     AgentState {
         agent_id: agent_id.to_owned(),
         host_id: host.host_id,
@@ -36,7 +55,10 @@ pub fn merge(
         nodeman_status: host.nodeman_status.clone(),
         os_type: host.os_type.clone(),
         observed_at_ms: now_ms,
-        ..AgentState::default()
+        status_api: seen.api.label().to_owned(),
+        v1_agent_alive,
+        info: seen.info.cloned(),
+        plugins: seen.plugins.cloned().unwrap_or_default(),
     }
 }
 
@@ -44,40 +66,77 @@ pub fn merge(
 mod tests {
     use super::*;
 
+    fn seen(gse: Option<&GseAgentState>) -> Observed<'_> {
+        Observed {
+            gse,
+            api: GseApi::V2,
+            plugins: None,
+            info: None,
+            info_version: None,
+        }
+    }
+
+    fn gse(code: i32) -> GseAgentState {
+        GseAgentState {
+            agent_id: "a".into(),
+            cloud_id: 0,
+            version: "2.1.5".into(),
+            run_mode: 1,
+            status_code: code,
+            v1_alive: None,
+        }
+    }
+
     #[test]
     fn an_agent_gse_does_not_mention_is_not_found_and_not_alive() {
-        let s = merge("a", &Host::default(), None, &StatusNames::default(), 5);
+        let s = merge(
+            "a",
+            &Host::default(),
+            &seen(None),
+            &StatusNames::default(),
+            5,
+        );
         assert_eq!(
             (s.status_code, s.status.as_str(), s.alive),
             (-2, "not_found", false)
         );
+        assert_eq!(s.status_api, "v2");
     }
 
     #[test]
-    fn only_status_code_2_is_alive() {
+    fn only_status_code_2_is_alive_and_the_raw_code_is_kept() {
         let names = StatusNames::default();
         for code in -2..=8 {
-            let g = GseAgentState {
-                agent_id: "a".into(),
-                cloud_id: 0,
-                version: "2.1.5".into(),
-                run_mode: 1,
-                status_code: code,
-            };
-            let s = merge("a", &Host::default(), Some(&g), &names, 5);
+            let g = gse(code);
+            let s = merge("a", &Host::default(), &seen(Some(&g)), &names, 5);
             assert_eq!(s.alive, code == 2);
-            assert_eq!(s.status_code, code, "raw code is kept");
+            assert_eq!(s.status_code, code);
         }
-        let g = GseAgentState {
-            agent_id: "a".into(),
-            cloud_id: 0,
-            version: String::new(),
-            run_mode: 0,
-            status_code: 42,
-        };
+        let g = gse(42);
         assert_eq!(
-            merge("a", &Host::default(), Some(&g), &names, 5).status,
+            merge("a", &Host::default(), &seen(Some(&g)), &names, 5).status,
             "unknown"
         );
+    }
+
+    #[test]
+    fn gse_v1_offline_is_minus_3_named_offline_with_the_raw_value_kept() {
+        let g = GseAgentState {
+            status_code: crate::sources::gse::STATUS_V1_OFFLINE,
+            v1_alive: Some(0),
+            version: String::new(),
+            ..gse(0)
+        };
+        let mut o = seen(Some(&g));
+        o.api = GseApi::V1;
+        o.info_version = Some("1.7.17");
+        let s = merge("a", &Host::default(), &o, &StatusNames::default(), 5);
+        assert_eq!(
+            (s.status_code, s.status.as_str(), s.alive),
+            (-3, "offline", false)
+        );
+        assert_eq!(s.v1_agent_alive, Some(0));
+        assert_eq!(s.status_api, "v1");
+        assert_eq!(s.version, "1.7.17", "v1 version comes from agent info");
     }
 }

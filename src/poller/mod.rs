@@ -6,5 +6,5 @@ mod merge;
 mod sweep;
 
 pub use config::PollConfig;
-pub use merge::merge;
-pub use sweep::{Poller, SweepReport, SweepResult};
+pub use merge::{merge, Observed};
+pub use sweep::{Extras, Poller, SweepReport, SweepResult};

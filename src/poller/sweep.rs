@@ -10,17 +10,32 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::{merge, PollConfig};
+use super::{
+    merge::{merge, Observed},
+    PollConfig,
+};
 use crate::{
     metrics::Metrics,
+    proto::v1::{AgentInfo, PluginState},
     snapshot::{StatusNames, Store},
     sources::{
         bk::ApiError,
-        gse::{GseAgentState, GseClient},
-        inventory::{Inventory, Rejected},
+        gse::{status::has_ipv4, GseAgentState, StatusSource},
+        inventory::{Inventory, InventorySource, Rejected},
         nodeman::NodemanClient,
     },
 };
+
+/// Plugins per host id.
+type PluginMap = HashMap<i64, std::collections::BTreeMap<String, PluginState>>;
+
+/// Optional extras polled besides the status.
+pub struct Extras {
+    /// NodeMan plugin search (with `nodeman.plugins`), and the plugin names to keep.
+    pub plugins: Option<(NodemanClient, Vec<String>)>,
+    /// Agent-info polling interval (with `gse.agent_info`).
+    pub agent_info: Option<Duration>,
+}
 
 /// Outcome of one sweep, as the `agentwatch_sweeps_total{result}` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,15 +75,23 @@ pub struct SweepReport {
 
 pub struct Poller {
     cfg: PollConfig,
-    gse: GseClient,
+    gse: StatusSource,
     batch_size: usize,
     concurrency: usize,
-    nodeman: NodemanClient,
+    source: InventorySource,
+    extras: Extras,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     names: StatusNames,
     inventory: Option<Arc<Inventory>>,
     last_inventory: Option<Instant>,
+    /// Last successful plugin search; kept when a later one fails, so a failed call
+    /// never looks like "every plugin removed".
+    plugins: Option<PluginMap>,
+    /// Last agent info per agent id; a failed batch keeps its agents' previous info.
+    info: HashMap<String, AgentInfo>,
+    info_version: HashMap<String, String>,
+    last_info: Option<Instant>,
     sweep: u64,
     reports: broadcast::Sender<SweepReport>,
 }
@@ -77,10 +100,11 @@ impl Poller {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: PollConfig,
-        gse: GseClient,
+        gse: StatusSource,
         batch_size: usize,
         concurrency: usize,
-        nodeman: NodemanClient,
+        source: InventorySource,
+        extras: Extras,
         store: Arc<Store>,
         metrics: Arc<Metrics>,
         names: StatusNames,
@@ -91,12 +115,17 @@ impl Poller {
             gse,
             batch_size,
             concurrency,
-            nodeman,
+            source,
+            extras,
             store,
             metrics,
             names,
             inventory: None,
             last_inventory: None,
+            plugins: None,
+            info: HashMap::new(),
+            info_version: HashMap::new(),
+            last_info: None,
             sweep: 0,
             reports,
         }
@@ -139,8 +168,16 @@ impl Poller {
         let sweep = self.sweep;
         let due = self
             .last_inventory
-            .is_none_or(|t| t.elapsed() >= self.cfg.inventory_interval);
+            .is_none_or(|t| t.elapsed() >= self.cfg.inventory_interval)
+            || self.source.changed()
+            // GSE 1.x became active (auto fallback): re-filter to IPv4 hosts now.
+            || self.inventory_needs_refilter();
         let inventory_refreshed = due && self.refresh_inventory(sweep).await;
+        if let (Some(every), Some(inv)) = (self.extras.agent_info, self.inventory.clone()) {
+            if self.last_info.is_none_or(|t| t.elapsed() >= every) {
+                self.refresh_agent_info(&inv).await;
+            }
+        }
 
         let (result, agents, batches, failed_batches) = match self.inventory.clone() {
             Some(inv) => self.query_gse(&inv, sweep).await,
@@ -182,9 +219,15 @@ impl Poller {
     /// True when the inventory was refreshed. A failed refresh keeps the previous
     /// inventory and never counts towards removals.
     async fn refresh_inventory(&mut self, sweep: u64) -> bool {
-        match self.nodeman.search_hosts().await {
+        if !self.refresh_plugins().await {
+            return false;
+        }
+        match self.source.fetch().await {
             Ok(hosts) => {
-                let inv = Inventory::from_hosts(hosts);
+                let mut inv = Inventory::from_hosts(hosts);
+                if self.gse.needs_ipv4() {
+                    inv.reject_where(Rejected::Ipv6OnlyGseV1, |h| !has_ipv4(h));
+                }
                 self.report_rejected(&inv);
                 let ids: std::collections::HashSet<&str> =
                     inv.ids.iter().map(String::as_str).collect();
@@ -219,18 +262,112 @@ impl Poller {
                     .inventory_refreshes_total
                     .with_label_values(&["failed"])
                     .inc();
-                tracing::warn!(error = %e, "inventory refresh failed; keeping the previous inventory");
+                tracing::warn!(source = self.source.kind().label(), error = %e,
+                    "inventory refresh failed; keeping the previous inventory");
                 false
             }
         }
     }
 
+    /// With `nodeman.plugins`: refreshes the plugin map. Returns false only when plugins
+    /// were never fetched and this attempt failed — sweeping without them would later
+    /// turn their first arrival into an update for every host.
+    async fn refresh_plugins(&mut self) -> bool {
+        let Some((client, names)) = &self.extras.plugins else {
+            return true;
+        };
+        match client.search_plugins(names).await {
+            Ok(hosts) => {
+                let map: PluginMap = hosts
+                    .into_iter()
+                    .map(|h| {
+                        let plugins = h
+                            .plugins
+                            .into_iter()
+                            .map(|p| {
+                                (
+                                    p.name,
+                                    PluginState {
+                                        status: p.status,
+                                        version: p.version,
+                                    },
+                                )
+                            })
+                            .collect();
+                        (h.host_id, plugins)
+                    })
+                    .collect();
+                self.plugins = Some(map);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "NodeMan plugin search failed; keeping the previous plugin status");
+                self.plugins.is_some()
+            }
+        }
+    }
+
+    /// True when the inventory still holds hosts GSE 1.x cannot be asked about.
+    fn inventory_needs_refilter(&self) -> bool {
+        self.gse.needs_ipv4()
+            && self
+                .inventory
+                .as_ref()
+                .is_some_and(|inv| inv.hosts.iter().any(|h| !has_ipv4(h)))
+    }
+
+    /// Fetches agent info for every agent (batches, bounded concurrency); a failed
+    /// batch keeps its agents' previous info.
+    async fn refresh_agent_info(&mut self, inv: &Inventory) {
+        self.last_info = Some(Instant::now());
+        let ranges = batch_ranges(inv.ids.len(), self.batch_size);
+        let gse = &self.gse;
+        let mut answers = futures::stream::iter(ranges)
+            .map(|r| async move {
+                let res = gse
+                    .agent_info(&inv.ids[r.clone()], &inv.hosts[r.clone()])
+                    .await;
+                (r, res)
+            })
+            .buffer_unordered(self.concurrency);
+        let mut failed = 0usize;
+        while let Some((_, res)) = answers.next().await {
+            match res {
+                Ok(infos) => {
+                    for i in infos {
+                        if !i.version.is_empty() {
+                            self.info_version
+                                .insert(i.agent_id.clone(), i.version.clone());
+                        }
+                        self.info.insert(
+                            i.agent_id,
+                            AgentInfo {
+                                parent_ip: i.parent_ip,
+                                parent_port: i.parent_port,
+                                report_time_ms: i.report_time_ms,
+                                start_time_ms: i.start_time_ms,
+                                cpu_rate: i.cpu_rate,
+                                mem_rate: i.mem_rate,
+                            },
+                        );
+                    }
+                }
+                Err(e) => {
+                    failed += 1;
+                    tracing::debug!(error = %e, "agent info batch failed; previous info kept");
+                }
+            }
+        }
+        if failed > 0 {
+            tracing::warn!(
+                failed_batches = failed,
+                "some agent info batches failed; previous info kept"
+            );
+        }
+    }
+
     fn report_rejected(&self, inv: &Inventory) {
-        for r in [
-            Rejected::NoAgentId,
-            Rejected::AgentIdTooLong,
-            Rejected::DuplicateAgentId,
-        ] {
+        for r in Rejected::ALL {
             let n = inv.rejected.iter().filter(|(_, why)| *why == r).count();
             self.metrics
                 .inventory_rejected_hosts
@@ -250,15 +387,12 @@ impl Poller {
 
     /// Returns (result, agents, batches, failed batches).
     async fn query_gse(&self, inv: &Inventory, sweep: u64) -> (SweepResult, usize, usize, usize) {
-        let ranges: Vec<std::ops::Range<usize>> = (0..inv.ids.len())
-            .step_by(self.batch_size)
-            .map(|s| s..(s + self.batch_size).min(inv.ids.len()))
-            .collect();
+        let ranges = batch_ranges(inv.ids.len(), self.batch_size);
         let batches = ranges.len();
         let gse = &self.gse;
         let mut answers = futures::stream::iter(ranges)
             .map(|r| async move {
-                let res = gse.list_agent_state(&inv.ids[r.clone()]).await;
+                let res = gse.query(&inv.ids[r.clone()], &inv.hosts[r.clone()]).await;
                 (r, res)
             })
             .buffer_unordered(self.concurrency);
@@ -299,17 +433,27 @@ impl Poller {
         sweep: u64,
     ) {
         let now = unix_ms();
+        let api = self.gse.active();
+        let v1 = self.gse.needs_ipv4();
         let by_id: HashMap<&str, &GseAgentState> =
             states.iter().map(|s| (s.agent_id.as_str(), s)).collect();
         for i in r {
             let id = &inv.ids[i];
-            let observed = merge(
-                id,
-                &inv.hosts[i],
-                by_id.get(id.as_str()).copied(),
-                &self.names,
-                now,
-            );
+            let host = &inv.hosts[i];
+            if v1 && !has_ipv4(host) {
+                // GSE 1.x was not asked about it (IPv6 only): not "not found", just
+                // unknown until the inventory is re-filtered.
+                self.store.mark_stale(id);
+                continue;
+            }
+            let seen = Observed {
+                gse: by_id.get(id.as_str()).copied(),
+                api,
+                plugins: self.plugins.as_ref().and_then(|m| m.get(&host.host_id)),
+                info: self.info.get(id.as_str()),
+                info_version: self.info_version.get(id.as_str()).map(String::as_str),
+            };
+            let observed = merge(id, host, &seen, &self.names, now);
             self.store.observe(id, observed, sweep);
         }
     }
@@ -325,6 +469,13 @@ impl Poller {
             .oldest_pending_age_seconds
             .set(stats.oldest_pending.map_or(0.0, |d| d.as_secs_f64()));
     }
+}
+
+fn batch_ranges(len: usize, size: usize) -> Vec<std::ops::Range<usize>> {
+    (0..len)
+        .step_by(size.max(1))
+        .map(|s| s..(s + size).min(len))
+        .collect()
 }
 
 pub(crate) fn unix_ms() -> i64 {

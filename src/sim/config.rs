@@ -30,6 +30,14 @@ pub struct SimConfig {
     pub legacy_ratio: f64,
     /// Fraction of inventory hosts GSE does not know (NodeMan lists them as `NOT_INSTALLED`).
     pub gse_unknown_ratio: f64,
+    /// Fraction of hosts with only an IPv6 address (empty `inner_ip`). They always have a
+    /// `bk_agent_id` (the `cloud:ip` id needs IPv4) and GSE 1.x, which is IPv4-only, never
+    /// reports them.
+    pub ipv6_only_ratio: f64,
+    /// Whether GSE 2.0 exists. When false every `/api/bk-gse/prod/api/v2/...` path answers
+    /// the gateway's HTTP 404 `API_NOT_FOUND` (1640401), as on a GSE 1.x-only deployment.
+    /// Switchable at run time with `Simulator::set_gse_v2_enabled`.
+    pub gse_v2: bool,
 }
 
 impl Default for SimConfig {
@@ -45,6 +53,8 @@ impl Default for SimConfig {
             app_secret: "sim-secret".to_owned(),
             legacy_ratio: 0.1,
             gse_unknown_ratio: 0.0,
+            ipv6_only_ratio: 0.0,
+            gse_v2: true,
         }
     }
 }
@@ -63,6 +73,8 @@ impl fmt::Debug for SimConfig {
             .field("app_secret", &"***")
             .field("legacy_ratio", &self.legacy_ratio)
             .field("gse_unknown_ratio", &self.gse_unknown_ratio)
+            .field("ipv6_only_ratio", &self.ipv6_only_ratio)
+            .field("gse_v2", &self.gse_v2)
             .finish()
     }
 }

@@ -65,13 +65,22 @@ pub enum Endpoint {
     GseListAgentState,
     /// GSE 1.x ESB `gse/get_agent_status/`.
     GseGetAgentStatus,
+    /// NodeMan `api/plugin/search/`.
+    NodemanPluginSearch,
+    /// GSE 2.0 `cluster/list_agent_info`.
+    GseListAgentInfo,
+    /// GSE 1.x ESB `gse/get_agent_info/`.
+    GseGetAgentInfo,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 3] = [
+    pub const ALL: [Endpoint; 6] = [
         Endpoint::NodemanHostSearch,
         Endpoint::GseListAgentState,
         Endpoint::GseGetAgentStatus,
+        Endpoint::NodemanPluginSearch,
+        Endpoint::GseListAgentInfo,
+        Endpoint::GseGetAgentInfo,
     ];
 
     pub(crate) fn index(self) -> usize {
@@ -80,9 +89,9 @@ impl Endpoint {
 
     fn internal_error_code(self) -> i64 {
         match self {
-            Endpoint::NodemanHostSearch => codes::NODEMAN_INTERNAL,
-            Endpoint::GseListAgentState => codes::GSE_INTERNAL,
-            Endpoint::GseGetAgentStatus => codes::ESB_COMPONENT_ERROR,
+            Endpoint::NodemanHostSearch | Endpoint::NodemanPluginSearch => codes::NODEMAN_INTERNAL,
+            Endpoint::GseListAgentState | Endpoint::GseListAgentInfo => codes::GSE_INTERNAL,
+            Endpoint::GseGetAgentStatus | Endpoint::GseGetAgentInfo => codes::ESB_COMPONENT_ERROR,
         }
     }
 }

@@ -7,12 +7,17 @@ use serde::{Deserialize, Serialize};
 
 use super::faults::{Endpoint, FaultKind};
 
+const ENDPOINTS: usize = Endpoint::ALL.len();
+
 /// One counter per polling endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestCounts {
     pub nodeman_host_search: u64,
     pub gse_list_agent_state: u64,
     pub gse_get_agent_status: u64,
+    pub nodeman_plugin_search: u64,
+    pub gse_list_agent_info: u64,
+    pub gse_get_agent_info: u64,
 }
 
 impl RequestCounts {
@@ -21,19 +26,25 @@ impl RequestCounts {
             Endpoint::NodemanHostSearch => self.nodeman_host_search,
             Endpoint::GseListAgentState => self.gse_list_agent_state,
             Endpoint::GseGetAgentStatus => self.gse_get_agent_status,
+            Endpoint::NodemanPluginSearch => self.nodeman_plugin_search,
+            Endpoint::GseListAgentInfo => self.gse_list_agent_info,
+            Endpoint::GseGetAgentInfo => self.gse_get_agent_info,
         }
     }
 
     pub fn total(&self) -> u64 {
-        self.nodeman_host_search + self.gse_list_agent_state + self.gse_get_agent_status
+        Endpoint::ALL.iter().map(|e| self.get(*e)).sum()
     }
 
-    fn from_counters(counters: &[AtomicU64; 3]) -> Self {
+    fn from_counters(counters: &[AtomicU64; ENDPOINTS]) -> Self {
         let get = |e: Endpoint| counters[e.index()].load(Ordering::Relaxed);
         Self {
             nodeman_host_search: get(Endpoint::NodemanHostSearch),
             gse_list_agent_state: get(Endpoint::GseListAgentState),
             gse_get_agent_status: get(Endpoint::GseGetAgentStatus),
+            nodeman_plugin_search: get(Endpoint::NodemanPluginSearch),
+            gse_list_agent_info: get(Endpoint::GseListAgentInfo),
+            gse_get_agent_info: get(Endpoint::GseGetAgentInfo),
         }
     }
 }
@@ -59,9 +70,9 @@ pub struct SimStats {
 
 #[derive(Default)]
 pub(crate) struct Stats {
-    requests: [AtomicU64; 3],
-    auth_failures: [AtomicU64; 3],
-    faulted: [AtomicU64; 3],
+    requests: [AtomicU64; ENDPOINTS],
+    auth_failures: [AtomicU64; ENDPOINTS],
+    faulted: [AtomicU64; ENDPOINTS],
     faults: [AtomicU64; FaultKind::ALL.len()],
     inventory_page_failures: AtomicU64,
     ids_requested: AtomicU64,

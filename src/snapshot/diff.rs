@@ -126,8 +126,16 @@ impl Diff {
         let checks: [(bool, bool, &'static str); 6] = [
             (t.parent_ip, a.parent_ip != b.parent_ip, "parent_ip"),
             (t.parent_port, a.parent_port != b.parent_port, "parent_port"),
-            (t.report_time, a.report_time_ms != b.report_time_ms, "report_time"),
-            (t.start_time, a.start_time_ms != b.start_time_ms, "start_time"),
+            (
+                t.report_time,
+                a.report_time_ms != b.report_time_ms,
+                "report_time",
+            ),
+            (
+                t.start_time,
+                a.start_time_ms != b.start_time_ms,
+                "start_time",
+            ),
             (t.cpu_rate, a.cpu_rate != b.cpu_rate, "cpu_rate"),
             (t.mem_rate, a.mem_rate != b.mem_rate, "mem_rate"),
         ];
@@ -229,7 +237,10 @@ mod tests {
         b.status = "lossy".into();
         b.alive = false;
         assert!(d().differs(&state(), &b));
-        assert_eq!(d().changed_fields(&state(), &b), ["status_code", "status", "alive"]);
+        assert_eq!(
+            d().changed_fields(&state(), &b),
+            ["status_code", "status", "alive"]
+        );
     }
 
     #[test]
@@ -280,12 +291,16 @@ mod tests {
             version: v.into(),
         };
         let mut a = state();
-        a.plugins.insert("bkmonitorbeat".into(), plug("RUNNING", "3.1"));
-        a.plugins.insert("bkunifylogbeat".into(), plug("RUNNING", "7.2"));
+        a.plugins
+            .insert("bkmonitorbeat".into(), plug("RUNNING", "3.1"));
+        a.plugins
+            .insert("bkunifylogbeat".into(), plug("RUNNING", "7.2"));
         let mut b = a.clone();
-        b.plugins.insert("bkmonitorbeat".into(), plug("TERMINATED", "3.1"));
+        b.plugins
+            .insert("bkmonitorbeat".into(), plug("TERMINATED", "3.1"));
         b.plugins.remove("bkunifylogbeat");
-        b.plugins.insert("gsecmdline".into(), plug("RUNNING", "2.0"));
+        b.plugins
+            .insert("gsecmdline".into(), plug("RUNNING", "2.0"));
         assert!(d().differs(&a, &b));
         assert_eq!(
             d().changed_fields(&a, &b),

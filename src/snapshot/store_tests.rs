@@ -193,7 +193,10 @@ fn stale_agents_keep_their_state_and_are_counted() {
 
 #[test]
 fn with_confirm_sweeps_a_change_is_emitted_only_after_n_consecutive_sightings() {
-    let (s, mut rx) = Store::with_options(StoreOptions { confirm_sweeps: 3, ..StoreOptions::default() });
+    let (s, mut rx) = Store::with_options(StoreOptions {
+        confirm_sweeps: 3,
+        ..StoreOptions::default()
+    });
     s.restore("a", st("a", 2), 1);
     s.finish_restore();
     s.observe("a", st("a", 3), 1);
@@ -206,7 +209,10 @@ fn with_confirm_sweeps_a_change_is_emitted_only_after_n_consecutive_sightings() 
 
 #[test]
 fn with_confirm_sweeps_a_flap_that_reverts_emits_nothing() {
-    let (s, mut rx) = Store::with_options(StoreOptions { confirm_sweeps: 2, ..StoreOptions::default() });
+    let (s, mut rx) = Store::with_options(StoreOptions {
+        confirm_sweeps: 2,
+        ..StoreOptions::default()
+    });
     s.restore("a", st("a", 2), 1);
     s.finish_restore();
     s.observe("a", st("a", 3), 1);
@@ -219,7 +225,10 @@ fn with_confirm_sweeps_a_flap_that_reverts_emits_nothing() {
 
 #[test]
 fn with_confirm_sweeps_first_sightings_are_not_delayed() {
-    let (s, mut rx) = Store::with_options(StoreOptions { confirm_sweeps: 5, ..StoreOptions::default() });
+    let (s, mut rx) = Store::with_options(StoreOptions {
+        confirm_sweeps: 5,
+        ..StoreOptions::default()
+    });
     s.finish_restore();
     s.observe("a", st("a", 2), 1);
     assert_eq!(drain(&mut rx), vec![ev("a")]);

@@ -244,6 +244,16 @@ impl Service {
         .await;
     }
 
+    /// Returns right after a sweep finished: changes made now land between two sweeps,
+    /// so NodeMan and GSE both see them in the same (next) sweep.
+    pub async fn between_sweeps(&self) {
+        let mut sweeps = self.running().sweeps();
+        tokio::time::timeout(Duration::from_secs(30), sweeps.recv())
+            .await
+            .expect("a sweep within 30s")
+            .expect("sweep channel open");
+    }
+
     pub async fn metrics(&self) -> String {
         let url = format!("http://{}/metrics", self.running().http_addr);
         reqwest::get(url)
@@ -573,6 +583,16 @@ impl ServiceProcess {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Returns right after a sweep finished: changes made now land between two sweeps,
+    /// so NodeMan and GSE both see them in the same (next) sweep.
+    pub async fn between_sweeps(&self) {
+        let mut sweeps = self.running().sweeps();
+        tokio::time::timeout(Duration::from_secs(30), sweeps.recv())
+            .await
+            .expect("a sweep within 30s")
+            .expect("sweep channel open");
     }
 
     pub async fn metrics(&self) -> String {

@@ -180,11 +180,11 @@ fn is_missing_api(e: &ApiError) -> bool {
     matches!(e, ApiError::Http { status: 404, .. }) || e.business_code() == Some(API_NOT_FOUND)
 }
 
+/// Agent id by (cloud, IPv4): how a GSE 1.x answer is mapped back.
+type ByKey<'a> = HashMap<(i64, &'a str), &'a str>;
+
 /// The (cloud, IPv4) keys of a batch and the agent id each belongs to.
-fn v1_keys<'a>(
-    ids: &'a [String],
-    hosts: &'a [Host],
-) -> (Vec<(i64, String)>, HashMap<(i64, &'a str), &'a str>) {
+fn v1_keys<'a>(ids: &'a [String], hosts: &'a [Host]) -> (Vec<(i64, String)>, ByKey<'a>) {
     let mut keys = Vec::with_capacity(hosts.len());
     let mut by_key = HashMap::with_capacity(hosts.len());
     for (id, h) in ids.iter().zip(hosts) {

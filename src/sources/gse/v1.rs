@@ -46,7 +46,10 @@ impl GseV1Client {
         Ok(GseV1Client { client })
     }
 
-    pub async fn get_agent_status(&self, _hosts: &[(i64, String)]) -> Result<Vec<V1Status>, ApiError> {
+    pub async fn get_agent_status(
+        &self,
+        _hosts: &[(i64, String)],
+    ) -> Result<Vec<V1Status>, ApiError> {
         let _ = &self.client;
         Err(ApiError::Build {
             upstream: "gse",

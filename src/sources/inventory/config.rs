@@ -62,7 +62,10 @@ impl InventoryConfig {
     pub(crate) fn validate(&self, errs: &mut FieldErrors) {
         if self.source == SourceKind::File {
             match &self.file {
-                None => errs.push("inventory.file", "required when inventory.source = \"file\""),
+                None => errs.push(
+                    "inventory.file",
+                    "required when inventory.source = \"file\"",
+                ),
                 Some(p) => {
                     let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
                     if !matches!(ext, "yaml" | "yml" | "csv") {

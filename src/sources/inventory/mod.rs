@@ -39,6 +39,8 @@ pub enum Rejected {
     /// Another host already claimed the same agent id; the first one (lowest host id)
     /// is kept.
     DuplicateAgentId,
+    /// GSE 1.x is in use and knows only IPv4 hosts; this one has no IPv4 address.
+    Ipv6OnlyGseV1,
 }
 
 impl Rejected {
@@ -47,8 +49,16 @@ impl Rejected {
             Rejected::NoAgentId => "no_agent_id",
             Rejected::AgentIdTooLong => "agent_id_too_long",
             Rejected::DuplicateAgentId => "duplicate_agent_id",
+            Rejected::Ipv6OnlyGseV1 => "ipv6_only_gse_v1",
         }
     }
+
+    pub const ALL: [Rejected; 4] = [
+        Rejected::NoAgentId,
+        Rejected::AgentIdTooLong,
+        Rejected::DuplicateAgentId,
+        Rejected::Ipv6OnlyGseV1,
+    ];
 }
 
 /// Longest agent id GSE accepts.
@@ -100,6 +110,25 @@ impl Inventory {
             }
         }
         inv
+    }
+
+    /// Moves the hosts matching `reject` to `rejected` with `reason`.
+    pub fn reject_where(&mut self, reason: Rejected, reject: impl Fn(&Host) -> bool) {
+        let mut ids = Vec::with_capacity(self.ids.len());
+        let mut hosts = Vec::with_capacity(self.hosts.len());
+        for (id, h) in std::mem::take(&mut self.ids)
+            .into_iter()
+            .zip(std::mem::take(&mut self.hosts))
+        {
+            if reject(&h) {
+                self.rejected.push((h, reason));
+            } else {
+                ids.push(id);
+                hosts.push(h);
+            }
+        }
+        self.ids = ids;
+        self.hosts = hosts;
     }
 }
 

@@ -29,7 +29,9 @@ impl InventorySource {
             SourceKind::Nodeman => {
                 InventorySource::Nodeman(NodemanClient::new(&cfg.nodeman, &cfg.bk, metrics)?)
             }
-            SourceKind::Cmdb => InventorySource::Cmdb(CmdbClient::new(&cfg.cmdb, &cfg.bk, metrics)?),
+            SourceKind::Cmdb => {
+                InventorySource::Cmdb(CmdbClient::new(&cfg.cmdb, &cfg.bk, metrics)?)
+            }
             SourceKind::File => InventorySource::File(FileInventory::new(
                 cfg.inventory.file.clone().unwrap_or_default(),
             )),
