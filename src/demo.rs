@@ -19,6 +19,7 @@ use crate::{
     proto::v1::{AgentEvent, Op},
     sim::{SimConfig, Simulator},
     sinks::kafka::{client_config, encode, Format},
+    sources::gse::GseApi,
 };
 
 pub struct DemoOptions {
@@ -27,6 +28,8 @@ pub struct DemoOptions {
     pub interval: Duration,
     pub listen: String,
     pub duration: Option<Duration>,
+    /// GSE API generation to poll: v2, v1 (GSE 1.x ESB) or auto.
+    pub gse: GseApi,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +72,9 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     let mut cfg = Config::default();
     cfg.bk.app_code = "agentwatch".to_owned();
     cfg.bk.app_secret = Some(SecretString::from(SIM_SECRET.to_owned()));
+    cfg.gse.api = opts.gse;
     cfg.gse.base_url = format!("http://{sim_addr}/api/bk-gse/prod/api/v2/");
+    cfg.gse.esb_base_url = format!("http://{sim_addr}/api/c/compapi/v2/gse/");
     cfg.nodeman.base_url = format!("http://{sim_addr}/api/bk-nodeman/prod/");
     cfg.poll.interval = opts.interval;
     cfg.poll.inventory_interval = Duration::from_secs(60);

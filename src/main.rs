@@ -12,6 +12,7 @@ use agentwatch::{
     config::{self, Config, ConfigError, LogFormat},
     demo,
     sim::{SimConfig, Simulator},
+    sources::gse::GseApi,
 };
 
 #[derive(Parser)]
@@ -82,6 +83,9 @@ enum Command {
         /// Stop after this long (default: until Ctrl-C).
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
+        /// GSE API to poll: v2 (GSE 2.0), v1 (GSE 1.x ESB, keyed by cloud:ip) or auto.
+        #[arg(long, default_value = "v2", value_parser = parse_gse_api)]
+        gse: GseApi,
     },
 }
 
@@ -146,6 +150,7 @@ fn main() -> ExitCode {
                 interval,
                 listen,
                 duration,
+                gse,
             } => {
                 init_logging(LogFormat::Text, "warn,agentwatch::demo=info");
                 let opts = demo::DemoOptions {
@@ -154,6 +159,7 @@ fn main() -> ExitCode {
                     interval,
                     listen,
                     duration,
+                    gse,
                 };
                 let shutdown = shutdown_on_signal();
                 report(demo::run(opts, shutdown).await.map_err(anyhow::Error::from))
@@ -162,19 +168,22 @@ fn main() -> ExitCode {
     })
 }
 
+fn parse_gse_api(s: &str) -> Result<GseApi, String> {
+    match s {
+        "v2" => Ok(GseApi::V2),
+        "v1" => Ok(GseApi::V1),
+        "auto" => Ok(GseApi::Auto),
+        other => Err(format!("\"{other}\" is not one of v2, v1, auto")),
+    }
+}
+
 /// Loads and validates; on failure prints every problem and returns exit code 2.
 fn load_config(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
-    match config::load(path, std::env::vars()) {
-        Ok(c) => Ok(c),
-        Err(e @ ConfigError::Read { .. }) | Err(e @ ConfigError::Syntax { .. }) => {
-            eprintln!("error: {e}");
-            Err(ExitCode::from(2))
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Err(ExitCode::from(2))
-        }
-    }
+    // Unreadable, unparsable and invalid configs are all usage errors (exit 2).
+    config::load(path, std::env::vars()).map_err(|e: ConfigError| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
 }
 
 fn report(r: anyhow::Result<()>) -> ExitCode {

@@ -4,12 +4,20 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
 use serde::{Deserialize, Serialize};
 
 use super::faults::Endpoint;
-use super::gateway::Api;
+use super::gateway::{self, handle, Api};
+use super::info::ListAgentInfo;
 use super::model::STATUS_RUNNING;
 use super::reply::{self, codes, LenientInt};
 use super::Simulator;
@@ -20,10 +28,53 @@ pub const MAX_IDS_PER_CALL: usize = 5000;
 
 pub(crate) struct ListAgentState;
 
+/// Every GSE 2.0 route, behind the switch that makes GSE 2.0 not exist
+/// ([`Simulator::set_gse_v2_enabled`]).
+pub(crate) fn v2_routes(sim: &Arc<Simulator>) -> Router<Arc<Simulator>> {
+    let list_state = || post(handle::<ListAgentState>);
+    let list_info = || post(handle::<ListAgentInfo>);
+    Router::new()
+        .route(super::paths::GSE_LIST_AGENT_STATE, list_state())
+        // NodeMan calls them with a trailing slash.
+        .route(
+            "/api/bk-gse/prod/api/v2/cluster/list_agent_state/",
+            list_state(),
+        )
+        .route(super::paths::GSE_LIST_AGENT_INFO, list_info())
+        .route(
+            "/api/bk-gse/prod/api/v2/cluster/list_agent_info/",
+            list_info(),
+        )
+        .route_layer(middleware::from_fn_with_state(Arc::clone(sim), v2_switch))
+}
+
+/// With GSE 2.0 switched off the gateway has no such resource: its 404, before auth, faults
+/// or counting, exactly like an unknown path.
+async fn v2_switch(State(sim): State<Arc<Simulator>>, request: Request, next: Next) -> Response {
+    if sim.gse_v2.load(Ordering::Relaxed) {
+        next.run(request).await
+    } else {
+        gateway::not_found(State(sim)).await
+    }
+}
+
+impl Simulator {
+    /// Makes GSE 2.0 exist (the default) or not: while disabled every
+    /// `/api/bk-gse/prod/api/v2/...` path answers HTTP 404 with gateway code 1640401
+    /// (`API_NOT_FOUND`), as on a deployment that only has GSE 1.x.
+    pub fn set_gse_v2_enabled(&self, enabled: bool) {
+        self.gse_v2.store(enabled, Ordering::Relaxed);
+    }
+
+    pub fn gse_v2_enabled(&self) -> bool {
+        self.gse_v2.load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Deserialize)]
-struct ListAgentStateRequest<'a> {
+pub(crate) struct ListAgentStateRequest<'a> {
     #[serde(borrow, default)]
-    agent_id_list: Option<Vec<Cow<'a, str>>>,
+    pub agent_id_list: Option<Vec<Cow<'a, str>>>,
 }
 
 #[derive(Serialize)]
@@ -35,7 +86,7 @@ struct AgentState<'a> {
     status_code: i32,
 }
 
-fn invalid(message: &str, request_id: &str) -> (StatusCode, Vec<u8>) {
+pub(crate) fn invalid(message: &str, request_id: &str) -> (StatusCode, Vec<u8>) {
     (
         StatusCode::OK,
         reply::business_error(codes::GSE_INVALID_PARAMS, message, request_id),
@@ -88,15 +139,23 @@ impl Api for ListAgentState {
 pub(crate) struct GetAgentStatus;
 
 #[derive(Deserialize)]
-struct GetAgentStatusRequest {
+pub(crate) struct GetAgentStatusRequest {
     #[serde(default)]
-    hosts: Option<Vec<HostAddress>>,
+    pub hosts: Option<Vec<HostAddress>>,
 }
 
 #[derive(Deserialize)]
-struct HostAddress {
-    ip: String,
-    bk_cloud_id: LenientInt,
+pub(crate) struct HostAddress {
+    pub ip: String,
+    pub bk_cloud_id: LenientInt,
+}
+
+impl HostAddress {
+    /// The `(cloud, IPv4)` this entry names; None for anything GSE 1.x cannot know
+    /// (IPv6, garbage), which it treats as an unknown host.
+    pub fn v4(&self) -> Option<(i64, Ipv4Addr)> {
+        Some((self.bk_cloud_id.get()?, self.ip.parse().ok()?))
+    }
 }
 
 #[derive(Serialize)]
@@ -130,8 +189,7 @@ impl Api for GetAgentStatus {
         let mut data = BTreeMap::new();
         for addr in &hosts {
             // GSE 1.x is IPv4-only; anything else is an unknown host.
-            let (Some(cloud_id), Ok(ip)) = (addr.bk_cloud_id.get(), addr.ip.parse::<Ipv4Addr>())
-            else {
+            let Some((cloud_id, ip)) = addr.v4() else {
                 continue;
             };
             let Some(host) = inventory.find_by_addr(cloud_id, ip).filter(|h| h.in_gse) else {

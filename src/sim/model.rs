@@ -5,12 +5,14 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::generate;
+use super::info;
+use super::plugins::{self, Plugin, SimPlugin};
 
 /// GSE 2.0 `status_code` for a running agent; the only code that means alive.
 pub const STATUS_RUNNING: i32 = 2;
@@ -40,7 +42,10 @@ pub struct SimAgent {
     pub host_id: u64,
     pub cloud_id: i64,
     pub biz_id: i64,
+    /// Inner IPv4 address; empty for an IPv6-only host.
     pub ip: String,
+    /// Inner IPv6 address; empty unless the host has one.
+    pub ipv6: String,
     /// GSE 2.0 status code (2 = running); kept even while GSE does not know the agent.
     pub status_code: i32,
     pub version: String,
@@ -52,6 +57,14 @@ pub struct SimAgent {
     pub in_gse: bool,
     /// True when the host has an empty `bk_agent_id` (a GSE 1.x style agent).
     pub legacy: bool,
+    /// NodeMan plugin processes (`api/plugin/search/` `plugin_status`), sorted by name.
+    pub plugins: Vec<SimPlugin>,
+    /// The proxy or GSE server the agent reports to (agent info `parent_ip`).
+    pub parent_ip: String,
+    /// Agent info `parent_port`.
+    pub parent_port: i32,
+    /// When the agent process started, Unix seconds (agent info `start_time`).
+    pub start_time: i64,
 }
 
 /// A host to add through [`super::Simulator::add_host`]; every field is optional.
@@ -62,8 +75,16 @@ pub struct NewHost {
     pub biz_id: Option<i64>,
     /// Defaults to cloud area 0.
     pub cloud_id: Option<i64>,
-    /// Defaults to the next free generated address.
+    /// Defaults to the next free generated address (none when `ipv6_only`).
     pub ip: Option<Ipv4Addr>,
+    /// Gives the host an IPv6 address too; generated when `ipv6_only` and absent.
+    pub ipv6: Option<Ipv6Addr>,
+    /// A host without IPv4 (empty `inner_ip`), invisible to GSE 1.x. Defaults to false.
+    pub ipv6_only: Option<bool>,
+    /// Defaults to a generated set of plugins, like the initial population's.
+    pub plugins: Option<Vec<SimPlugin>>,
+    /// Defaults to a GSE server (cloud 0) or a proxy of the cloud area.
+    pub parent_ip: Option<String>,
     /// `None` generates an opaque id; `Some("")` makes a legacy host (id `cloud:ip`).
     pub bk_agent_id: Option<String>,
     /// Defaults to 2 (running).
@@ -88,6 +109,10 @@ pub enum AddHostError {
     // A ':' would make the id indistinguishable from a legacy `cloud:ip` id.
     #[error("agent id {0:?} must be at most 64 bytes and must not contain ':'")]
     InvalidAgentId(String),
+    /// `ipv6_only` with an `ip`, or with an empty `bk_agent_id` (the `cloud:ip` id of a legacy
+    /// agent needs IPv4).
+    #[error("an IPv6-only host can have neither an IPv4 ip nor an empty bk_agent_id")]
+    Ipv6OnlyConflict,
 }
 
 #[derive(Debug, Clone)]
@@ -95,7 +120,9 @@ pub(crate) struct Host {
     pub host_id: u64,
     pub biz_id: i64,
     pub cloud_id: i64,
-    pub ip: Ipv4Addr,
+    /// None for an IPv6-only host, which is then never legacy.
+    pub ip: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
     /// Empty for legacy hosts. Shared with the id index to store each id once.
     pub bk_agent_id: Arc<str>,
     pub os_type: OsType,
@@ -104,6 +131,12 @@ pub(crate) struct Host {
     /// Interned: a million hosts share a handful of version strings.
     pub version: Arc<str>,
     pub in_gse: bool,
+    /// Sorted by name.
+    pub plugins: Vec<Plugin>,
+    /// Interned like `version`.
+    pub parent_ip: Arc<str>,
+    /// Unix seconds.
+    pub start_time: i64,
 }
 
 impl Host {
@@ -112,11 +145,21 @@ impl Host {
     }
 
     pub fn agent_id(&self) -> Cow<'_, str> {
-        if self.is_legacy() {
-            Cow::Owned(legacy_agent_id(self.cloud_id, self.ip))
-        } else {
-            Cow::Borrowed(&self.bk_agent_id)
+        match self.ip {
+            // Insertion and generation keep legacy hosts on IPv4.
+            Some(ip) if self.is_legacy() => Cow::Owned(legacy_agent_id(self.cloud_id, ip)),
+            _ => Cow::Borrowed(&self.bk_agent_id),
         }
+    }
+
+    /// `inner_ip` as NodeMan and CMDB list it: empty for an IPv6-only host.
+    pub fn inner_ip(&self) -> String {
+        self.ip.map(|ip| ip.to_string()).unwrap_or_default()
+    }
+
+    /// `inner_ipv6` as NodeMan and CMDB list it: empty when the host has none.
+    pub fn inner_ipv6(&self) -> String {
+        self.ipv6.map(|ip| ip.to_string()).unwrap_or_default()
     }
 
     /// NodeMan derives its status string from the last GSE poll; the simulator's NodeMan is
@@ -137,7 +180,8 @@ impl Host {
             host_id: self.host_id,
             cloud_id: self.cloud_id,
             biz_id: self.biz_id,
-            ip: self.ip.to_string(),
+            ip: self.inner_ip(),
+            ipv6: self.inner_ipv6(),
             status_code: self.status_code,
             version: self.version.to_string(),
             run_mode: self.run_mode,
@@ -145,6 +189,10 @@ impl Host {
             os_type: self.os_type,
             in_gse: self.in_gse,
             legacy: self.is_legacy(),
+            plugins: self.plugins.iter().map(SimPlugin::from).collect(),
+            parent_ip: self.parent_ip.to_string(),
+            parent_port: info::PARENT_PORT,
+            start_time: self.start_time,
         }
     }
 }
@@ -160,14 +208,21 @@ pub(crate) struct Inventory {
     hosts: Vec<Host>,
     /// Non-empty `bk_agent_id` → host id.
     by_agent: HashMap<Arc<str>, u64>,
-    /// `(cloud, ipv4)` → host id, for every host: GSE 1.x and legacy ids look hosts up this way.
+    /// `(cloud, ipv4)` → host id, for every host with IPv4: GSE 1.x and legacy ids look hosts
+    /// up this way.
     by_addr: HashMap<(i64, u32), u64>,
     next_host_id: u64,
     next_ip_index: u64,
 }
 
 impl Inventory {
-    pub fn generate(count: usize, seed: u64, legacy_ratio: f64, gse_unknown_ratio: f64) -> Self {
+    pub fn generate(
+        count: usize,
+        seed: u64,
+        legacy_ratio: f64,
+        gse_unknown_ratio: f64,
+        ipv6_only_ratio: f64,
+    ) -> Self {
         let mut inv = Inventory {
             hosts: Vec::with_capacity(count),
             by_agent: HashMap::with_capacity(count),
@@ -175,7 +230,8 @@ impl Inventory {
             next_host_id: 1,
             next_ip_index: 0,
         };
-        for host in generate::hosts(count, seed, legacy_ratio, gse_unknown_ratio) {
+        let hosts = generate::hosts(count, seed, legacy_ratio, gse_unknown_ratio);
+        for host in generate::with_details(hosts, seed, ipv6_only_ratio) {
             inv.next_host_id = host.host_id + 1;
             inv.next_ip_index += 1;
             inv.index(&host);
@@ -189,8 +245,9 @@ impl Inventory {
             self.by_agent
                 .insert(Arc::clone(&host.bk_agent_id), host.host_id);
         }
-        self.by_addr
-            .insert((host.cloud_id, u32::from(host.ip)), host.host_id);
+        if let Some(ip) = host.ip {
+            self.by_addr.insert((host.cloud_id, u32::from(ip)), host.host_id);
+        }
     }
 
     pub fn hosts(&self) -> &[Host] {
@@ -247,18 +304,33 @@ impl Inventory {
         if !host.is_legacy() {
             self.by_agent.remove(&*host.bk_agent_id);
         }
-        self.by_addr.remove(&(host.cloud_id, u32::from(host.ip)));
+        if let Some(ip) = host.ip {
+            self.by_addr.remove(&(host.cloud_id, u32::from(ip)));
+        }
         true
     }
 
     pub fn insert(&mut self, spec: NewHost) -> Result<String, AddHostError> {
         let cloud_id = spec.cloud_id.unwrap_or(0);
+        let ipv6_only = spec.ipv6_only.unwrap_or(false);
+        if ipv6_only && (spec.ip.is_some() || spec.bk_agent_id.as_deref() == Some("")) {
+            return Err(AddHostError::Ipv6OnlyConflict);
+        }
         let ip = match spec.ip {
             Some(ip) if self.by_addr.contains_key(&(cloud_id, u32::from(ip))) => {
                 return Err(AddHostError::AddressInUse { cloud_id, ip });
             }
-            Some(ip) => ip,
-            None => self.next_free_ip(cloud_id),
+            Some(ip) => Some(ip),
+            None if ipv6_only => None,
+            None => Some(self.next_free_ip(cloud_id)),
+        };
+        let ipv6 = match spec.ipv6 {
+            Some(v6) => Some(v6),
+            None if ipv6_only => {
+                self.next_ip_index += 1;
+                Some(generate::ipv6_for_index(self.next_ip_index - 1))
+            }
+            None => None,
         };
         let host_id = self.next_host_id;
         let bk_agent_id: Arc<str> = match spec.bk_agent_id {
@@ -276,12 +348,23 @@ impl Inventory {
             biz_id: spec.biz_id.unwrap_or(2),
             cloud_id,
             ip,
+            ipv6,
             bk_agent_id,
             os_type: spec.os_type.unwrap_or(OsType::Linux),
             status_code: spec.status_code.unwrap_or(STATUS_RUNNING),
             run_mode: spec.run_mode.unwrap_or(0),
             version: spec.version.as_deref().unwrap_or("2.1.6").into(),
             in_gse: spec.in_gse.unwrap_or(true),
+            plugins: match spec.plugins {
+                Some(list) => plugins::from_spec(list),
+                None => plugins::generated_for(host_id),
+            },
+            parent_ip: match spec.parent_ip {
+                Some(parent) => parent.into(),
+                None => info::default_parent_ip(cloud_id, host_id).into(),
+            },
+            // Installed just now.
+            start_time: info::now_secs(),
         };
         self.next_host_id += 1;
         self.index(&host);

@@ -1,7 +1,6 @@
 //! NodeMan `api/host/search/`: the paged inventory (bk-api.md §5.2).
 
 use std::borrow::Cow;
-use std::net::Ipv4Addr;
 
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -32,14 +31,16 @@ struct SearchData<'a> {
     list: Vec<HostItem<'a>>,
 }
 
+/// One host as host search lists it; plugin search items add fields to it.
 #[derive(Serialize)]
-struct HostItem<'a> {
+pub(crate) struct HostItem<'a> {
     bk_biz_id: i64,
     bk_host_id: u64,
     bk_agent_id: &'a str,
     bk_cloud_id: i64,
-    inner_ip: Ipv4Addr,
-    inner_ipv6: &'static str,
+    /// Empty for an IPv6-only host.
+    inner_ip: String,
+    inner_ipv6: String,
     bk_host_name: String,
     os_type: &'static str,
     status: &'static str,
@@ -52,15 +53,21 @@ struct HostItem<'a> {
 impl<'a> From<&'a Host> for HostItem<'a> {
     fn from(host: &'a Host) -> Self {
         let status = host.nodeman_status();
-        let [a, b, c, d] = host.ip.octets();
+        let bk_host_name = match host.ip {
+            Some(ip) => {
+                let [a, b, c, d] = ip.octets();
+                format!("sim-{a}-{b}-{c}-{d}")
+            }
+            None => format!("sim-v6-{}", host.host_id),
+        };
         HostItem {
             bk_biz_id: host.biz_id,
             bk_host_id: host.host_id,
             bk_agent_id: &host.bk_agent_id,
             bk_cloud_id: host.cloud_id,
-            inner_ip: host.ip,
-            inner_ipv6: "",
-            bk_host_name: format!("sim-{a}-{b}-{c}-{d}"),
+            inner_ip: host.inner_ip(),
+            inner_ipv6: host.inner_ipv6(),
+            bk_host_name,
             os_type: host.os_type.as_str(),
             status,
             status_display: status_display(status),
@@ -91,12 +98,29 @@ fn cloud_name(cloud_id: i64) -> Cow<'static, str> {
 }
 
 /// A page request after validation; `size == None` means "all" (`pagesize: -1`).
-struct Paging {
+pub(crate) struct Paging {
     page: u32,
     size: Option<usize>,
 }
 
-fn parse(body: &[u8]) -> Result<Paging, String> {
+impl Paging {
+    /// The hosts of this page: a slice, so a page costs O(page size).
+    pub fn slice<'a>(&self, hosts: &'a [Host]) -> &'a [Host] {
+        match self.size {
+            None => hosts,
+            Some(size) => {
+                let start = (self.page as usize - 1)
+                    .saturating_mul(size)
+                    .min(hosts.len());
+                let end = start.saturating_add(size).min(hosts.len());
+                &hosts[start..end]
+            }
+        }
+    }
+}
+
+/// Parses `page` / `pagesize` the way NodeMan's list APIs do (host and plugin search).
+pub(crate) fn parse(body: &[u8]) -> Result<Paging, String> {
     // Clients may send no body at all; NodeMan then uses its defaults.
     let req: SearchRequest = if body.iter().all(u8::is_ascii_whitespace) {
         SearchRequest::default()
@@ -148,19 +172,9 @@ impl Api for HostSearch {
         };
         let inventory = sim.read();
         let hosts = inventory.hosts();
-        let page = match paging.size {
-            None => hosts,
-            Some(size) => {
-                let start = (paging.page as usize - 1)
-                    .saturating_mul(size)
-                    .min(hosts.len());
-                let end = start.saturating_add(size).min(hosts.len());
-                &hosts[start..end]
-            }
-        };
         let data = SearchData {
             total: hosts.len(),
-            list: page.iter().map(HostItem::from).collect(),
+            list: paging.slice(hosts).iter().map(HostItem::from).collect(),
         };
         (StatusCode::OK, reply::success(data, request_id))
     }

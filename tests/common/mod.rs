@@ -585,14 +585,16 @@ impl ServiceProcess {
         }
     }
 
-    /// Returns right after a sweep finished: changes made now land between two sweeps,
-    /// so NodeMan and GSE both see them in the same (next) sweep.
+    /// Returns right after a sweep finished (the sweeps counter moved; polled every
+    /// 20 ms, well inside the 300 ms test interval): changes made now land between two
+    /// sweeps, so NodeMan and GSE both see them in the same (next) sweep.
     pub async fn between_sweeps(&self) {
-        let mut sweeps = self.running().sweeps();
-        tokio::time::timeout(Duration::from_secs(30), sweeps.recv())
-            .await
-            .expect("a sweep within 30s")
-            .expect("sweep channel open");
+        let start = self.sweeps().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.sweeps().await <= start {
+            assert!(Instant::now() < deadline, "no sweep within 30s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn metrics(&self) -> String {
