@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::faults::{FaultConfig, FaultKind};
 use super::model::{AddHostError, NewHost};
+use super::plugins::PluginError;
 use super::Simulator;
 
 pub(crate) fn routes() -> Router<Arc<Simulator>> {
@@ -27,6 +28,12 @@ pub(crate) fn routes() -> Router<Arc<Simulator>> {
         )
         .route("/_sim/agents/{agent_id}/forget", post(forget_agent))
         .route("/_sim/agents/{agent_id}/remember", post(remember_agent))
+        .route("/_sim/agents/{agent_id}/restart", post(restart_agent))
+        .route(
+            "/_sim/agents/{agent_id}/plugins/{plugin}",
+            axum::routing::put(update_plugin).delete(remove_plugin),
+        )
+        .route("/_sim/gse_v2", get(get_gse_v2).put(put_gse_v2))
         .route("/_sim/hosts", post(add_host))
         .route("/_sim/faults", get(get_faults).put(put_faults))
         .route("/_sim/inventory/fail_page", post(fail_page))
@@ -90,6 +97,9 @@ struct AgentUpdate {
     status_code: Option<i32>,
     #[serde(default)]
     version: Option<String>,
+    /// The agent's proxy / GSE server (agent info `parent_ip`).
+    #[serde(default)]
+    parent_ip: Option<String>,
 }
 
 async fn update_agent(
@@ -99,6 +109,11 @@ async fn update_agent(
 ) -> Result<Response> {
     let id = agent_id(path)?;
     let update: AgentUpdate = body(&bytes)?;
+    if let Some(parent) = &update.parent_ip {
+        if !sim.set_parent_ip(&id, parent) {
+            return Err(unknown(&id));
+        }
+    }
     let agent = sim
         .update_agent(&id, update.status_code, update.version.as_deref())
         .ok_or_else(|| unknown(&id))?;
@@ -152,13 +167,97 @@ async fn add_host(State(sim): State<Arc<Simulator>>, bytes: Bytes) -> Result<Res
         body(&bytes)?
     };
     let id = sim.try_add_host(spec).map_err(|e| match e {
-        AddHostError::InvalidAgentId(_) => ControlError::BadRequest(e.to_string()),
+        AddHostError::InvalidAgentId(_) | AddHostError::Ipv6OnlyConflict => {
+            ControlError::BadRequest(e.to_string())
+        }
         AddHostError::AddressInUse { .. } | AddHostError::AgentIdInUse(_) => {
             ControlError::Conflict(e.to_string())
         }
     })?;
     let agent = sim.agent(&id).ok_or_else(|| unknown(&id))?;
     Ok((StatusCode::CREATED, Json(agent)).into_response())
+}
+
+async fn restart_agent(
+    State(sim): State<Arc<Simulator>>,
+    path: std::result::Result<Path<String>, PathRejection>,
+) -> Result<Response> {
+    let id = agent_id(path)?;
+    if !sim.restart_agent(&id) {
+        return Err(unknown(&id));
+    }
+    let agent = sim.agent(&id).ok_or_else(|| unknown(&id))?;
+    Ok(Json(agent).into_response())
+}
+
+type PluginPath = std::result::Result<Path<(String, String)>, PathRejection>;
+
+fn plugin_path(path: PluginPath) -> Result<(String, String)> {
+    path.map(|Path(p)| p)
+        .map_err(|e| ControlError::BadRequest(e.body_text()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginUpdate {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    version: Option<String>,
+}
+
+/// Sets a plugin's status and/or version, installing the plugin if the host lacks it.
+async fn update_plugin(
+    State(sim): State<Arc<Simulator>>,
+    path: PluginPath,
+    bytes: Bytes,
+) -> Result<Response> {
+    let (id, plugin) = plugin_path(path)?;
+    let update: PluginUpdate = body(&bytes)?;
+    let agent = sim
+        .update_plugin(
+            &id,
+            &plugin,
+            update.status.as_deref(),
+            update.version.as_deref(),
+        )
+        .map_err(|e| match e {
+            PluginError::UnknownAgent(_) => unknown(&id),
+            PluginError::InvalidStatus(_) | PluginError::EmptyName => {
+                ControlError::BadRequest(e.to_string())
+            }
+        })?;
+    Ok(Json(agent).into_response())
+}
+
+async fn remove_plugin(State(sim): State<Arc<Simulator>>, path: PluginPath) -> Result<StatusCode> {
+    let (id, plugin) = plugin_path(path)?;
+    if sim.remove_plugin(&id, &plugin) {
+        Ok(StatusCode::NO_CONTENT)
+    } else if sim.agent(&id).is_none() {
+        Err(unknown(&id))
+    } else {
+        Err(ControlError::NotFound(format!(
+            "agent {id:?} has no plugin {plugin:?}"
+        )))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GseV2Switch {
+    enabled: bool,
+}
+
+async fn get_gse_v2(State(sim): State<Arc<Simulator>>) -> Response {
+    Json(json!({ "enabled": sim.gse_v2_enabled() })).into_response()
+}
+
+/// `{"enabled": false}` makes every GSE 2.0 path the gateway's 404 (for `gse.api = "auto"`).
+async fn put_gse_v2(State(sim): State<Arc<Simulator>>, bytes: Bytes) -> Result<Response> {
+    let switch: GseV2Switch = body(&bytes)?;
+    sim.set_gse_v2_enabled(switch.enabled);
+    Ok(Json(json!({ "enabled": sim.gse_v2_enabled() })).into_response())
 }
 
 async fn get_faults(State(sim): State<Arc<Simulator>>) -> Response {

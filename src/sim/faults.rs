@@ -71,16 +71,19 @@ pub enum Endpoint {
     GseListAgentInfo,
     /// GSE 1.x ESB `gse/get_agent_info/`.
     GseGetAgentInfo,
+    /// CMDB `list_hosts_without_biz` and `list_biz_hosts`, gateway and ESB.
+    CmdbListHosts,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 6] = [
+    pub const ALL: [Endpoint; 7] = [
         Endpoint::NodemanHostSearch,
         Endpoint::GseListAgentState,
         Endpoint::GseGetAgentStatus,
         Endpoint::NodemanPluginSearch,
         Endpoint::GseListAgentInfo,
         Endpoint::GseGetAgentInfo,
+        Endpoint::CmdbListHosts,
     ];
 
     pub(crate) fn index(self) -> usize {
@@ -92,6 +95,7 @@ impl Endpoint {
             Endpoint::NodemanHostSearch | Endpoint::NodemanPluginSearch => codes::NODEMAN_INTERNAL,
             Endpoint::GseListAgentState | Endpoint::GseListAgentInfo => codes::GSE_INTERNAL,
             Endpoint::GseGetAgentStatus | Endpoint::GseGetAgentInfo => codes::ESB_COMPONENT_ERROR,
+            Endpoint::CmdbListHosts => super::cmdb::codes::INTERNAL,
         }
     }
 }

@@ -105,7 +105,8 @@ pub(crate) fn with_details(
             .entry(parent)
             .or_insert_with_key(|p| Arc::from(p.as_str()))
             .clone();
-        host.start_time = info::GENERATED_START_BEFORE - rng.random_range(0..info::GENERATED_START_SPREAD);
+        host.start_time =
+            info::GENERATED_START_BEFORE - rng.random_range(0..info::GENERATED_START_SPREAD);
         host
     })
 }

@@ -4,15 +4,22 @@
 //! It serves, at the real gateway URL shapes (see [`paths`]), so a config only needs its base
 //! URLs pointed here:
 //! - NodeMan `api/host/search/` — the paged inventory;
+//! - NodeMan `api/plugin/search/` — the same pages, each host with its `plugin_status`;
 //! - GSE 2.0 `cluster/list_agent_state` — status by agent id, with `1011003` when none of the
 //!   ids is known;
-//! - GSE 1.x ESB `gse/get_agent_status/` — liveness keyed by `"cloud:ip"`;
+//! - GSE 2.0 `cluster/list_agent_info` — parent, start time, and heartbeat time and CPU/memory
+//!   usage that change on every request;
+//! - GSE 1.x ESB `gse/get_agent_status/` and `gse/get_agent_info/` — keyed by `"cloud:ip"`,
+//!   IPv4 only (IPv6-only hosts, see `SimConfig::ipv6_only_ratio`, are never in them);
+//! - CMDB `list_hosts_without_biz` / `list_biz_hosts` (gateway and ESB) — the same hosts
+//!   as NodeMan, paged by `start`/`limit` (see `cmdb`);
 //! - `/_sim/*` — a control API (no auth) to change the truth, schedule faults and read
 //!   counters. The same operations are methods on [`Simulator`] for in-process tests.
 //!
 //! Layout: `model` holds the truth (hosts sorted by id plus id and address indexes) and
 //! `generate` builds it from the seed; `gateway` runs every polling request through count →
-//! latency → `auth` → `faults` → handler (`nodeman`, `gse`); `reply` writes the envelopes;
+//! latency → `auth` → `faults` → handler (`nodeman`, `plugins`, `gse`, `info`); GSE 2.0 can be
+//! switched off as a whole (`SimConfig::gse_v2`); `reply` writes the envelopes;
 //! `flapper` toggles agents in the background; `control` is the HTTP control API; `stats`
 //! counts.
 //!
@@ -20,6 +27,7 @@
 //! slice, so the simulator stays cheap at a million agents.
 
 mod auth;
+mod cmdb;
 mod config;
 mod control;
 mod faults;
@@ -27,15 +35,17 @@ mod flapper;
 mod gateway;
 mod generate;
 mod gse;
+mod info;
 mod model;
 mod nodeman;
+mod plugins;
 mod reply;
 mod stats;
 #[cfg(test)]
 mod tests;
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use axum::routing::post;
@@ -49,6 +59,7 @@ pub use config::SimConfig;
 pub use faults::{Endpoint, FaultConfig, FaultKind};
 pub use gse::MAX_IDS_PER_CALL;
 pub use model::{AddHostError, NewHost, OsType, SimAgent, STATUS_RUNNING};
+pub use plugins::{PluginError, SimPlugin, PLUGIN_STATUSES};
 pub use stats::{RequestCounts, SimStats};
 
 use faults::Faults;
@@ -66,6 +77,19 @@ pub mod paths {
     pub const NODEMAN_HOST_SEARCH: &str = "/api/bk-nodeman/prod/api/host/search/";
     pub const GSE_LIST_AGENT_STATE: &str = "/api/bk-gse/prod/api/v2/cluster/list_agent_state";
     pub const GSE_GET_AGENT_STATUS: &str = "/api/c/compapi/v2/gse/get_agent_status/";
+    pub const NODEMAN_PLUGIN_SEARCH: &str = "/api/bk-nodeman/prod/api/plugin/search/";
+    pub const GSE_LIST_AGENT_INFO: &str = "/api/bk-gse/prod/api/v2/cluster/list_agent_info";
+    pub const GSE_GET_AGENT_INFO: &str = "/api/c/compapi/v2/gse/get_agent_info/";
+    /// CMDB gateway base: `{CMDB_BASE}api/v3/hosts/list_hosts_without_app` and
+    /// `{CMDB_BASE}api/v3/hosts/app/{bk_biz_id}/list_hosts`.
+    pub const CMDB_BASE: &str = "/api/bk-cmdb/prod/";
+    /// CMDB ESB base: `{CMDB_ESB_BASE}list_hosts_without_biz/`, `{CMDB_ESB_BASE}list_biz_hosts/`.
+    pub const CMDB_ESB_BASE: &str = "/api/c/compapi/v2/cc/";
+    pub const CMDB_LIST_HOSTS_WITHOUT_APP: &str =
+        "/api/bk-cmdb/prod/api/v3/hosts/list_hosts_without_app";
+    pub const CMDB_ESB_LIST_HOSTS_WITHOUT_BIZ: &str =
+        "/api/c/compapi/v2/cc/list_hosts_without_biz/";
+    pub const CMDB_ESB_LIST_BIZ_HOSTS: &str = "/api/c/compapi/v2/cc/list_biz_hosts/";
 }
 
 /// The simulated deployment. Create with [`Simulator::new`], share the `Arc`.
@@ -78,6 +102,8 @@ pub struct Simulator {
     /// Cancels slow faults and latency sleeps; replaced by each `serve` call.
     shutdown: Mutex<CancellationToken>,
     request_seq: AtomicU64,
+    /// Whether GSE 2.0 exists (see [`Simulator::set_gse_v2_enabled`]).
+    gse_v2: AtomicBool,
 }
 
 impl Simulator {
@@ -88,6 +114,7 @@ impl Simulator {
             cfg.seed,
             cfg.legacy_ratio,
             cfg.gse_unknown_ratio,
+            cfg.ipv6_only_ratio,
         );
         Arc::new(Self {
             faults: Faults::new(cfg.fault_rate, cfg.seed),
@@ -96,6 +123,7 @@ impl Simulator {
             stats: Stats::default(),
             shutdown: Mutex::new(CancellationToken::new()),
             request_seq: AtomicU64::new(0),
+            gse_v2: AtomicBool::new(cfg.gse_v2),
             cfg,
         })
     }
@@ -105,8 +133,9 @@ impl Simulator {
     pub fn router(self: &Arc<Self>) -> Router {
         use gateway::handle;
         let host_search = || post(handle::<nodeman::HostSearch>);
-        let list_state = || post(handle::<gse::ListAgentState>);
         let agent_status = || post(handle::<gse::GetAgentStatus>);
+        let plugin_search = || post(handle::<plugins::PluginSearch>);
+        let agent_info = || post(handle::<info::GetAgentInfo>);
         Router::new()
             .route(paths::NODEMAN_HOST_SEARCH, host_search())
             .route("/api/bk-nodeman/prod/api/host/search", host_search())
@@ -116,15 +145,23 @@ impl Simulator {
                 host_search(),
             )
             .route("/api/c/compapi/v2/nodeman/api/host/search/", host_search())
-            .route(paths::GSE_LIST_AGENT_STATE, list_state())
-            // NodeMan calls it with a trailing slash.
+            .route(paths::NODEMAN_PLUGIN_SEARCH, plugin_search())
+            .route("/api/bk-nodeman/prod/api/plugin/search", plugin_search())
             .route(
-                "/api/bk-gse/prod/api/v2/cluster/list_agent_state/",
-                list_state(),
+                "/api/bk-nodeman/prod/system/api/plugin/search/",
+                plugin_search(),
             )
+            .route(
+                "/api/c/compapi/v2/nodeman/api/plugin/search/",
+                plugin_search(),
+            )
+            .merge(gse::v2_routes(self))
             .route(paths::GSE_GET_AGENT_STATUS, agent_status())
             // monitor calls it without one.
             .route("/api/c/compapi/v2/gse/get_agent_status", agent_status())
+            .route(paths::GSE_GET_AGENT_INFO, agent_info())
+            .route("/api/c/compapi/v2/gse/get_agent_info", agent_info())
+            .merge(cmdb::routes())
             .merge(control::routes())
             .fallback(gateway::not_found)
             .method_not_allowed_fallback(gateway::not_found)
@@ -202,8 +239,9 @@ impl Simulator {
     }
 
     /// Makes the next `times` requests for inventory page `page` (1-based; with
-    /// `pagesize: -1` the whole list is page 1) fail with an HTTP 200 `result: false`
-    /// envelope, which clients do not retry. `times == 0` cancels.
+    /// `pagesize: -1` the whole list is page 1; for CMDB page `start / limit + 1`, never
+    /// the `limit: 1` count call) fail with an HTTP 200 `result: false` envelope, which
+    /// clients do not retry. `times == 0` cancels.
     pub fn fail_inventory_page(&self, page: u32, times: u32) {
         self.fail_inventory_page_with(page, times, FaultKind::BackendError);
     }

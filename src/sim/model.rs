@@ -246,7 +246,8 @@ impl Inventory {
                 .insert(Arc::clone(&host.bk_agent_id), host.host_id);
         }
         if let Some(ip) = host.ip {
-            self.by_addr.insert((host.cloud_id, u32::from(ip)), host.host_id);
+            self.by_addr
+                .insert((host.cloud_id, u32::from(ip)), host.host_id);
         }
     }
 

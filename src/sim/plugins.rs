@@ -197,10 +197,7 @@ impl Simulator {
         let host = inventory
             .find_mut(agent_id)
             .ok_or_else(|| PluginError::UnknownAgent(agent_id.to_owned()))?;
-        let pos = match host
-            .plugins
-            .binary_search_by(|p| (*p.name).cmp(plugin))
-        {
+        let pos = match host.plugins.binary_search_by(|p| (*p.name).cmp(plugin)) {
             Ok(pos) => pos,
             Err(pos) => {
                 let added = Plugin {

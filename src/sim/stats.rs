@@ -18,6 +18,7 @@ pub struct RequestCounts {
     pub nodeman_plugin_search: u64,
     pub gse_list_agent_info: u64,
     pub gse_get_agent_info: u64,
+    pub cmdb_list_hosts: u64,
 }
 
 impl RequestCounts {
@@ -29,6 +30,7 @@ impl RequestCounts {
             Endpoint::NodemanPluginSearch => self.nodeman_plugin_search,
             Endpoint::GseListAgentInfo => self.gse_list_agent_info,
             Endpoint::GseGetAgentInfo => self.gse_get_agent_info,
+            Endpoint::CmdbListHosts => self.cmdb_list_hosts,
         }
     }
 
@@ -45,6 +47,7 @@ impl RequestCounts {
             nodeman_plugin_search: get(Endpoint::NodemanPluginSearch),
             gse_list_agent_info: get(Endpoint::GseListAgentInfo),
             gse_get_agent_info: get(Endpoint::GseGetAgentInfo),
+            cmdb_list_hosts: get(Endpoint::CmdbListHosts),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Black-box tests of the simulator over real HTTP on 127.0.0.1:0.
 
 mod api;
+mod cmdb;
 mod control;
+mod details;
 mod faults;
 mod population;
 

@@ -27,7 +27,12 @@ pub struct QuietEofContext;
 
 impl ClientContext for QuietEofContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        let eof = matches!(
+            error,
+            KafkaError::PartitionEOF(_)
+                | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        );
+        if !eof {
             tracing::warn!(error = %error, reason, "Kafka client error");
         }
     }

@@ -289,3 +289,386 @@ fn inconsistent(scope: &Scope, detail: String) -> ApiError {
         detail,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use axum::{
+        http::{StatusCode, Uri},
+        response::IntoResponse,
+        Json, Router,
+    };
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::{
+        sim::{paths, OsType, SimConfig, Simulator},
+        sources::bk::tests::{bk_config, fast_retry, serve, SECRET},
+    };
+
+    fn config(base_url: String, biz_ids: Vec<i64>) -> CmdbConfig {
+        CmdbConfig {
+            base_url,
+            biz_ids,
+            concurrency: 3,
+            retry: fast_retry(),
+            ..CmdbConfig::default()
+        }
+    }
+
+    fn client(cfg: &CmdbConfig) -> CmdbClient {
+        CmdbClient::new(cfg, &bk_config(), Metrics::new()).unwrap()
+    }
+
+    /// A simulator over `agents` hosts; returns it and its origin (no trailing '/').
+    async fn simulator(agents: usize) -> (Arc<Simulator>, String) {
+        let sim = Simulator::new(SimConfig {
+            agents,
+            app_secret: SECRET.to_owned(),
+            ..SimConfig::default()
+        });
+        let base = serve(sim.router()).await;
+        (sim, base.trim_end_matches('/').to_owned())
+    }
+
+    /// The simulator's truth as the inventory should see it, for business `biz`.
+    fn expected(sim: &Simulator, biz: Option<i64>) -> Vec<Host> {
+        sim.truth()
+            .into_iter()
+            .filter(|a| biz.is_none_or(|b| a.biz_id == b))
+            .map(|a| Host {
+                host_id: a.host_id as i64,
+                cloud_id: a.cloud_id,
+                biz_id: biz.unwrap_or(0),
+                ip: a.ip,
+                ipv6: a.ipv6,
+                bk_agent_id: if a.legacy { String::new() } else { a.agent_id },
+                os_type: match a.os_type {
+                    OsType::Linux => "LINUX".into(),
+                    OsType::Windows => "WINDOWS".into(),
+                },
+                nodeman_status: String::new(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn paging_over_2345_hosts_yields_exactly_2345_hosts_each_once() {
+        let (sim, origin) = simulator(2345).await;
+        let cfg = config(format!("{origin}{}", paths::CMDB_BASE), vec![]);
+        let hosts = client(&cfg).list_hosts().await.unwrap();
+        assert_eq!(hosts.len(), 2345);
+        let ids: HashSet<i64> = hosts.iter().map(|h| h.host_id).collect();
+        assert_eq!(ids.len(), 2345, "no host twice");
+        assert_eq!(hosts, expected(&sim, None));
+        // The agent ids are the ones GSE knows.
+        let agent_ids: Vec<String> = hosts.iter().map(|h| h.agent_id().unwrap()).collect();
+        let truth: Vec<String> = sim.truth().into_iter().map(|a| a.agent_id).collect();
+        assert_eq!(agent_ids, truth);
+        // One count call, then five pages of at most 500.
+        assert_eq!(sim.request_counts().cmdb_list_hosts, 6);
+    }
+
+    #[tokio::test]
+    async fn per_biz_listing_lists_each_business_once_with_its_biz_id() {
+        let (sim, origin) = simulator(600).await;
+        let truth = sim.truth();
+        let (a, b) = (
+            truth[0].biz_id,
+            truth
+                .iter()
+                .find(|h| h.biz_id != truth[0].biz_id)
+                .unwrap()
+                .biz_id,
+        );
+        let mut want = expected(&sim, Some(a));
+        want.extend(expected(&sim, Some(b)));
+
+        // Gateway: the business in the path (and the body).
+        let cfg = CmdbConfig {
+            page_size: 7,
+            ..config(format!("{origin}{}", paths::CMDB_BASE), vec![a, b, a])
+        };
+        assert_eq!(client(&cfg).list_hosts().await.unwrap(), want);
+
+        // ESB: the business in the body only.
+        let cfg = CmdbConfig {
+            list_hosts_without_biz_path: "list_hosts_without_biz/".into(),
+            list_biz_hosts_path: "list_biz_hosts/".into(),
+            page_size: 7,
+            ..config(format!("{origin}{}", paths::CMDB_ESB_BASE), vec![a, b])
+        };
+        assert_eq!(client(&cfg).list_hosts().await.unwrap(), want);
+        let cfg = CmdbConfig {
+            biz_ids: vec![],
+            ..cfg
+        };
+        assert_eq!(client(&cfg).list_hosts().await.unwrap().len(), 600);
+    }
+
+    #[tokio::test]
+    async fn a_failing_page_fails_the_listing() {
+        let (sim, origin) = simulator(2345).await;
+        sim.fail_inventory_page(3, 1);
+        let cfg = config(format!("{origin}{}", paths::CMDB_BASE), vec![]);
+        match client(&cfg).list_hosts().await {
+            Err(ApiError::Business { code, .. }) => assert_eq!(code, 1_199_999),
+            other => panic!("expected a business error, got {other:?}"),
+        }
+        assert_eq!(sim.stats().inventory_page_failures, 1);
+    }
+
+    type Requests = Arc<Mutex<Vec<(String, Value)>>>;
+    type Tweak = fn(usize, &mut Value) -> Option<StatusCode>;
+
+    fn host_json(id: i64) -> Value {
+        json!({
+            "bk_host_id": id, "bk_cloud_id": 0,
+            "bk_host_innerip": format!("10.0.{}.{}", id / 256, id % 256),
+            "bk_host_innerip_v6": "",
+            "bk_agent_id": if id % 2 == 0 { Value::Null } else { json!(format!("agent-{id}")) },
+            "bk_host_name": format!("host-{id}"), "bk_os_type": "1",
+        })
+    }
+
+    /// CMDB on any path over hosts `1..=total`; records every request; `tweak(start,
+    /// body)` may alter an answer (the `limit: 1` count call has start 0 too).
+    fn cmdb(total: i64, requests: Requests, tweak: Tweak) -> Router {
+        Router::new().fallback(move |uri: Uri, Json(req): Json<Value>| {
+            let requests = requests.clone();
+            async move {
+                requests
+                    .lock()
+                    .unwrap()
+                    .push((uri.path().to_owned(), req.clone()));
+                let start = req["page"]["start"].as_i64().unwrap();
+                let limit = req["page"]["limit"].as_i64().unwrap();
+                let info: Vec<Value> = (start + 1..=(start + limit).min(total))
+                    .map(host_json)
+                    .collect();
+                let mut body = json!({"result": true, "code": 0, "message": "success",
+                    "permission": null, "data": {"count": total, "info": info}});
+                match tweak(start as usize, &mut body) {
+                    Some(status) => (status, Json(body)).into_response(),
+                    None => Json(body).into_response(),
+                }
+            }
+        })
+    }
+
+    fn as_is(_: usize, _: &mut Value) -> Option<StatusCode> {
+        None
+    }
+
+    async fn fake(total: i64, tweak: Tweak) -> (Requests, CmdbConfig) {
+        let requests = Requests::default();
+        let base = serve(cmdb(total, requests.clone(), tweak)).await;
+        (requests, config(base, vec![]))
+    }
+
+    #[tokio::test]
+    async fn requests_carry_page_fields_and_supplier_account_after_a_count_call() {
+        let (requests, cfg) = fake(1001, as_is).await;
+        let cfg = CmdbConfig {
+            bk_supplier_account: "tenant-0".into(),
+            biz_ids: vec![5],
+            ..cfg
+        };
+        assert_eq!(client(&cfg).list_hosts().await.unwrap().len(), 1001);
+        let mut seen = requests.lock().unwrap().clone();
+        assert_eq!(seen[0].0, "/api/v3/hosts/app/5/list_hosts");
+        assert_eq!(
+            seen[0].1,
+            json!({"bk_supplier_account": "tenant-0", "bk_biz_id": 5,
+                "page": {"start": 0, "limit": 1, "sort": "bk_host_id"}, "fields": FIELDS})
+        );
+        seen.remove(0);
+        let mut pages: Vec<(i64, i64)> = seen
+            .iter()
+            .map(|(path, body)| {
+                assert_eq!(path, "/api/v3/hosts/app/5/list_hosts");
+                assert_eq!(body["bk_biz_id"], 5);
+                (
+                    body["page"]["start"].as_i64().unwrap(),
+                    body["page"]["limit"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        pages.sort_unstable();
+        assert_eq!(pages, [(0, 500), (500, 500), (1000, 500)]);
+    }
+
+    #[tokio::test]
+    async fn without_biz_there_is_no_bk_biz_id_and_an_empty_cmdb_is_one_call() {
+        let (requests, cfg) = fake(0, as_is).await;
+        assert!(client(&cfg).list_hosts().await.unwrap().is_empty());
+        let seen = requests.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].0, "/api/v3/hosts/list_hosts_without_app");
+        assert!(seen[0].1.get("bk_biz_id").is_none());
+    }
+
+    #[tokio::test]
+    async fn addresses_agent_id_and_os_type_are_read_like_cmdb_writes_them() {
+        fn odd_hosts(_: usize, body: &mut Value) -> Option<StatusCode> {
+            if let Some(info) = body["data"]["info"].as_array_mut() {
+                if info.len() == 3 {
+                    info[0]["bk_host_innerip"] = json!("10.0.0.1,10.0.0.2");
+                    info[0]["bk_host_innerip_v6"] = json!(" ,fe80::1,fe80::2");
+                    info[0]["bk_os_type"] = json!("2");
+                    info[1] = json!({"bk_host_id": 2, "bk_host_innerip": null,
+                        "bk_os_type": null, "bk_agent_id": null});
+                    info[2]["bk_os_type"] = json!("7");
+                    info[2]["bk_cloud_id"] = json!(3);
+                }
+            }
+            None
+        }
+        let (_, cfg) = fake(3, odd_hosts).await;
+        let hosts = client(&cfg).list_hosts().await.unwrap();
+        assert_eq!(
+            hosts[0],
+            Host {
+                host_id: 1,
+                cloud_id: 0,
+                biz_id: 0,
+                ip: "10.0.0.1".into(),
+                ipv6: "fe80::1".into(),
+                bk_agent_id: "agent-1".into(),
+                os_type: "WINDOWS".into(),
+                nodeman_status: String::new(),
+            }
+        );
+        assert_eq!(
+            hosts[1],
+            Host {
+                host_id: 2,
+                ..Host::default()
+            }
+        );
+        assert_eq!((hosts[2].cloud_id, hosts[2].os_type.as_str()), (3, "7"));
+        assert_eq!(hosts[0].agent_id().unwrap(), "agent-1");
+        assert_eq!(hosts[2].agent_id().unwrap(), "agent-3");
+        assert_eq!(os_type_name("3"), "AIX");
+        assert_eq!(os_type_name(""), "");
+    }
+
+    #[tokio::test]
+    async fn a_count_changing_between_pages_is_inconsistent() {
+        fn grow(start: usize, body: &mut Value) -> Option<StatusCode> {
+            if start == 1000 {
+                body["data"]["count"] = json!(2346);
+            }
+            None
+        }
+        let (_, cfg) = fake(2345, grow).await;
+        match client(&cfg).list_hosts().await {
+            Err(e @ ApiError::Inconsistent { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("page at start 1000 reports count 2346"),
+                    "{text}"
+                );
+                assert!(text.starts_with("cmdb http://"), "{text}");
+            }
+            other => panic!("expected Inconsistent, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_short_page_is_inconsistent() {
+        fn drop_one(start: usize, body: &mut Value) -> Option<StatusCode> {
+            if start == 500 {
+                body["data"]["info"].as_array_mut().unwrap().pop();
+            }
+            None
+        }
+        let (_, cfg) = fake(1200, drop_one).await;
+        let err = client(&cfg).list_hosts().await.unwrap_err();
+        assert!(matches!(err, ApiError::Inconsistent { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_host_on_two_pages_is_inconsistent() {
+        fn shift(start: usize, body: &mut Value) -> Option<StatusCode> {
+            if start == 10 {
+                body["data"]["info"][0] = host_json(1);
+            }
+            None
+        }
+        let (_, cfg) = fake(20, shift).await;
+        let cfg = CmdbConfig {
+            page_size: 10,
+            ..cfg
+        };
+        let err = client(&cfg).list_hosts().await.unwrap_err();
+        assert!(err.to_string().contains("host 1 appears twice"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_host_in_two_businesses_is_inconsistent() {
+        let (_, cfg) = fake(5, as_is).await;
+        let cfg = CmdbConfig {
+            biz_ids: vec![2, 3],
+            ..cfg
+        };
+        let err = client(&cfg).list_hosts().await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("host 1 is listed in business 2 and in business 3"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_page_failing_with_http_502_after_retries_fails_the_listing() {
+        fn fail(start: usize, body: &mut Value) -> Option<StatusCode> {
+            (start == 1500).then(|| {
+                *body = json!({"result": false, "code": 1650200, "message": "bad gateway"});
+                StatusCode::BAD_GATEWAY
+            })
+        }
+        let (requests, cfg) = fake(2345, fail).await;
+        let err = client(&cfg).list_hosts().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ApiError::Http {
+                    status: 502,
+                    code: Some(1650200),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let retried = requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, b)| b["page"]["start"] == 1500)
+            .count();
+        assert_eq!(retried, 3, "one attempt and two retries");
+    }
+
+    #[tokio::test]
+    async fn a_host_without_id_is_a_decode_error_naming_the_field() {
+        fn no_id(start: usize, body: &mut Value) -> Option<StatusCode> {
+            if start == 0 && body["data"]["info"].as_array().unwrap().len() > 1 {
+                body["data"]["info"][1]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("bk_host_id");
+            }
+            None
+        }
+        let (_, cfg) = fake(3, no_id).await;
+        match client(&cfg).list_hosts().await {
+            Err(ApiError::Decode { detail, .. }) => assert!(
+                detail.starts_with("data.info[1]: missing field `bk_host_id`"),
+                "{detail}"
+            ),
+            other => panic!("expected a decode error, got {other:?}"),
+        }
+    }
+}

@@ -152,13 +152,26 @@ impl Default for GseConfig {
 
 impl GseConfig {
     pub(crate) fn validate(&mut self, errs: &mut FieldErrors) {
-        if self.api == GseApi::V1 {
-            errs.push(
-                "gse.api",
-                "\"v1\" (GSE 1.x) is not supported yet; use \"v2\"",
-            );
+        if self.api != GseApi::V1 {
+            validate_base_url("gse.base_url", &mut self.base_url, errs);
         }
-        validate_base_url("gse.base_url", &mut self.base_url, errs);
+        if self.api != GseApi::V2 {
+            validate_base_url("gse.esb_base_url", &mut self.esb_base_url, errs);
+        }
+        for f in &self.tracked_info_fields {
+            if !crate::snapshot::diff::INFO_FIELDS.contains(&f.as_str()) {
+                errs.push(
+                    "gse.tracked_info_fields",
+                    format!(
+                        "unknown field \"{f}\"; allowed: {}",
+                        crate::snapshot::diff::INFO_FIELDS.join(", ")
+                    ),
+                );
+            }
+        }
+        if self.agent_info && self.agent_info_interval < Duration::from_secs(1) {
+            errs.push("gse.agent_info_interval", "must be at least 1s");
+        }
         if !(1..=5000).contains(&self.batch_size) {
             errs.push("gse.batch_size", "must be between 1 and 5000");
         }

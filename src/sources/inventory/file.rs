@@ -101,15 +101,18 @@ impl FileInventory {
     }
 
     /// Reads and checks the whole file. Records what it read, so [`Self::changed`]
-    /// turns false, even when the content is bad: a bad file is not re-read every
-    /// sweep, only when it changes again (or at the inventory interval).
+    /// turns false, even when the content is bad or the file is missing: a bad file is
+    /// not re-read every sweep, only when it changes again (or at the inventory
+    /// interval).
     pub fn load(&self) -> Result<Vec<Host>, FileError> {
         let (stamp, text) = match read(&self.path) {
             Ok(read) => read,
             Err(source) => {
-                if source.kind() == io::ErrorKind::NotFound {
-                    self.record(Seen::Missing);
-                }
+                // Like bad content, an unreadable file is tried again once it changes.
+                self.record(match fs::metadata(&self.path) {
+                    Ok(meta) => Seen::File(Stamp::of(&meta)),
+                    Err(_) => Seen::Missing,
+                });
                 return Err(FileError::Read {
                     path: self.shown(),
                     source,
@@ -230,7 +233,9 @@ impl Kind {
     }
 }
 
-/// One host as written in the file, before validation.
+/// One host as written in the file, before validation. `ip` may be IPv4 or IPv6 (an
+/// IPv6 `ip` forms the agent id `"{cloud_id}:{ip}"` too, but GSE 1.x cannot query it);
+/// addresses are stored in their canonical text form.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Entry {
@@ -399,6 +404,23 @@ impl Column {
     }
 }
 
+/// The 1-based line of the record the csv reader started reading at byte `start`:
+/// the reader reports where it started, before the empty and comment lines it skipped.
+fn record_line(text: &str, start: usize) -> usize {
+    let mut offset = start.min(text.len());
+    for line in text.get(offset..).unwrap_or("").split_inclusive('\n') {
+        let content = line.trim_end_matches(['\r', '\n']);
+        if !(content.is_empty() || content.starts_with('#')) {
+            break;
+        }
+        offset += line.len();
+    }
+    1 + text.as_bytes()[..offset]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+}
+
 /// `(entry name, entry)` pairs; entries are named `line N` (1-based file line).
 fn csv_entries(text: &str) -> Result<Vec<(String, Entry)>, Problem> {
     let mut reader = csv::ReaderBuilder::new()
@@ -432,7 +454,10 @@ fn csv_entries(text: &str) -> Result<Vec<(String, Entry)>, Problem> {
     for record in reader.records() {
         // The csv crate names the line of a record with the wrong number of fields.
         let record = record.map_err(|e| Problem::Syntax(e.to_string()))?;
-        let name = format!("line {}", record.position().map_or(0, |p| p.line()));
+        let line = record.position().map_or(0, |p| {
+            record_line(text, usize::try_from(p.byte()).unwrap_or(usize::MAX))
+        });
+        let name = format!("line {line}");
         let mut entry = Entry::default();
         for (column, value) in columns.iter().zip(record.iter()) {
             if !value.is_empty() {
@@ -553,35 +578,42 @@ mod tests {
 
     #[test]
     fn a_yaml_host_without_agent_id_or_ip_is_an_error_naming_entry_and_field() {
-        let e = load_err(
-            "hosts.yaml",
-            "- agent_id: a\n- cloud_id: 0\n  host_id: 9\n",
-        );
+        let e = load_err("hosts.yaml", "- agent_id: a\n- cloud_id: 0\n  host_id: 9\n");
         assert!(
             matches!(&e, FileError::Invalid { entry, field: "agent_id", .. } if entry == "hosts[1]"),
             "{e:?}"
         );
         let text = e.to_string();
-        assert!(text.contains("hosts.yaml: hosts[1]: agent_id: missing"), "{text}");
+        assert!(
+            text.contains("hosts.yaml: hosts[1]: agent_id: missing"),
+            "{text}"
+        );
     }
 
     #[test]
     fn a_csv_host_without_agent_id_or_ip_is_an_error_naming_line_and_field() {
         let e = load_err("hosts.csv", "agent_id,cloud_id,ip\na,,\n,0,\n");
         assert!(
-            e.to_string().contains("hosts.csv: line 3: agent_id: missing"),
+            e.to_string()
+                .contains("hosts.csv: line 3: agent_id: missing"),
             "{e}"
         );
         // Comment lines still count as lines.
-        let e = load_err("hosts.csv", "agent_id,cloud_id,ip\n# note\n,0,\n");
-        assert!(e.to_string().contains("line 3: agent_id"), "{e}");
+        let e = load_err("hosts.csv", "agent_id,cloud_id,ip\n# note\n\n,0,\n");
+        assert!(e.to_string().contains("line 4: agent_id"), "{e}");
     }
 
     #[test]
     fn an_ip_without_cloud_id_is_an_error_naming_cloud_id() {
         let e = load_err("hosts.yaml", "- ip: 10.0.0.1\n");
         assert!(
-            matches!(e, FileError::Invalid { field: "cloud_id", .. }),
+            matches!(
+                e,
+                FileError::Invalid {
+                    field: "cloud_id",
+                    ..
+                }
+            ),
             "{e:?}"
         );
     }
@@ -596,9 +628,15 @@ mod tests {
 
     #[test]
     fn an_unknown_yaml_key_is_an_error_naming_entry_and_key() {
-        let e = load_err("hosts.yaml", "hosts:\n- agent_id: a\n- agent_id: b\n  hostname: x\n");
+        let e = load_err(
+            "hosts.yaml",
+            "hosts:\n- agent_id: a\n- agent_id: b\n  hostname: x\n",
+        );
         let text = e.to_string();
-        assert!(text.contains("hosts[1]: unknown field `hostname`"), "{text}");
+        assert!(
+            text.contains("hosts[1]: unknown field `hostname`"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -617,7 +655,10 @@ mod tests {
 
     #[test]
     fn a_wrongly_typed_value_is_an_error_naming_entry_and_field() {
-        let e = load_err("hosts.yaml", "- agent_id: a\n- cloud_id: zero\n  ip: 10.0.0.1\n");
+        let e = load_err(
+            "hosts.yaml",
+            "- agent_id: a\n- cloud_id: zero\n  ip: 10.0.0.1\n",
+        );
         assert!(e.to_string().contains("[1].cloud_id: invalid type"), "{e}");
         let e = load_err("hosts.csv", "cloud_id,ip\nzero,10.0.0.1\n");
         assert!(
@@ -634,7 +675,9 @@ mod tests {
             "- {cloud_id: 0, ip: 10.0.0.1}\n- {agent_id: \"0:10.0.0.1\"}\n",
         );
         assert!(
-            e.to_string().contains("hosts[1]: agent_id: agent id \"0:10.0.0.1\" is also the agent id of hosts[0]"),
+            e.to_string().contains(
+                "hosts[1]: agent_id: agent id \"0:10.0.0.1\" is also the agent id of hosts[0]"
+            ),
             "{e}"
         );
     }
@@ -658,7 +701,11 @@ mod tests {
         let inv = FileInventory::new(PathBuf::from("/nonexistent/agentwatch/hosts.yaml"));
         let e = inv.load().unwrap_err();
         assert!(matches!(e, FileError::Read { .. }), "{e:?}");
-        assert!(e.to_string().starts_with("/nonexistent/agentwatch/hosts.yaml:"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/agentwatch/hosts.yaml:"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -706,7 +753,11 @@ mod tests {
         let (dir, inv) = file("hosts.yaml", "- ip: nope\n");
         assert!(inv.load().is_err());
         assert!(!inv.changed());
-        fs::write(dir.path().join("hosts.yaml"), "- {cloud_id: 0, ip: 10.0.0.9}\n").unwrap();
+        fs::write(
+            dir.path().join("hosts.yaml"),
+            "- {cloud_id: 0, ip: 10.0.0.9}\n",
+        )
+        .unwrap();
         assert!(inv.changed());
         assert_eq!(ids(&inv.load().unwrap()), ["0:10.0.0.9"]);
     }

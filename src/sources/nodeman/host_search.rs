@@ -1,11 +1,14 @@
 //! NodeMan `api/host/search/` (bk-api.md B §5.2): the whole host inventory, page by
 //! page. The result is complete or an error, never a partial inventory: a missing
 //! host would otherwise look like a deleted one.
+//!
+//! The paging loop ([`NodemanClient::all_pages`]) is shared with `api/plugin/search/`,
+//! which pages the same host list.
 
 use std::{collections::HashSet, sync::Arc};
 
 use futures::{stream, StreamExt};
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::NodemanConfig;
 use crate::{
@@ -20,7 +23,9 @@ use crate::{
 pub struct NodemanClient {
     client: BkClient,
     url: String,
-    page_size: usize,
+    /// `api/plugin/search/`.
+    pub(super) plugin_url: String,
+    pub(super) page_size: usize,
     concurrency: usize,
 }
 
@@ -31,11 +36,24 @@ struct PageRequest {
     pagesize: usize,
 }
 
+/// One page of a NodeMan host list (`{total, list}`).
 #[derive(Deserialize)]
-struct Page {
+#[serde(bound = "T: DeserializeOwned")]
+struct Page<T> {
     total: i64,
     #[serde(default, deserialize_with = "null_as_default")]
-    list: Vec<WireHost>,
+    list: Vec<T>,
+}
+
+/// An item of a paged NodeMan host list, identified by its host id.
+pub(super) trait HostRow: DeserializeOwned {
+    fn host_id(&self) -> i64;
+}
+
+impl HostRow for WireHost {
+    fn host_id(&self) -> i64 {
+        self.bk_host_id
+    }
 }
 
 /// One `list` item; the many other fields NodeMan sends are skipped.
@@ -91,95 +109,139 @@ impl NodemanClient {
         Ok(NodemanClient {
             client,
             url: format!("{}api/host/search/", cfg.base_url),
+            plugin_url: format!("{}api/plugin/search/", cfg.base_url),
             page_size: cfg.page_size.max(1),
             concurrency: cfg.concurrency.max(1),
         })
     }
 
-    /// Every host, all pages. Page 1 gives `total`; pages `2..=ceil(total/page_size)`
-    /// are then fetched `concurrency` at a time. Any failed page, a page reporting
-    /// another `total` or holding an unexpected number of hosts, or a host id seen
-    /// twice fails the whole search with no result.
+    /// Every host, all pages (see [`all_pages`](Self::all_pages)): complete or an error.
     pub async fn search_hosts(&self) -> Result<Vec<Host>, ApiError> {
-        let first = self.page(1).await?;
-        let total = first.total;
-        let expected = usize::try_from(total)
-            .map_err(|_| self.inconsistent(format!("page 1 reports a negative total {total}")))?;
-        let pages = expected.div_ceil(self.page_size).max(1);
+        let page_size = self.page_size;
+        let hosts: Vec<WireHost> = self
+            .all_pages(&self.url, |page| PageRequest {
+                page,
+                pagesize: page_size,
+            })
+            .await?;
+        Ok(hosts.into_iter().map(Host::from).collect())
+    }
 
-        let mut hosts = Vec::with_capacity(expected);
-        let mut seen = HashSet::with_capacity(expected);
-        self.take_page(1, first, total, expected, &mut hosts, &mut seen)?;
+    /// Every item of the paged host list at `url`; `request(n)` is the body asking for
+    /// page `n` (1-based) of `page_size` items. Page 1 gives `total`; pages
+    /// `2..=ceil(total/page_size)` are then fetched `concurrency` at a time. Any failed
+    /// page, a page reporting another `total` or holding an unexpected number of hosts,
+    /// or a host id seen twice fails the whole listing with no result.
+    pub(super) async fn all_pages<T, B>(
+        &self,
+        url: &str,
+        request: impl Fn(usize) -> B,
+    ) -> Result<Vec<T>, ApiError>
+    where
+        T: HostRow,
+        B: Serialize,
+    {
+        let first: Page<T> = self.client.post(url, &request(1)).await?;
+        let mut all = Collector::new(url, first.total, self.page_size)?;
+        let pages = all.expected.div_ceil(self.page_size).max(1);
+        all.take(1, first)?;
 
         let mut rest = stream::iter(2..=pages)
-            .map(|n| async move { (n, self.page(n).await) })
+            .map(|n| {
+                let body = request(n);
+                async move { (n, self.client.post::<_, Page<T>>(url, &body).await) }
+            })
             .buffered(self.concurrency);
         // Returning early drops the stream, which cancels the pages still in flight.
         while let Some((n, page)) = rest.next().await {
             let page = page.inspect_err(|e| {
-                tracing::debug!(upstream = "nodeman", page = n, error = %e, "host search page failed");
+                tracing::debug!(upstream = "nodeman", url, page = n, error = %e, "NodeMan page failed");
             })?;
-            self.take_page(n, page, total, expected, &mut hosts, &mut seen)?;
+            all.take(n, page)?;
         }
-        if hosts.len() != expected {
-            return Err(
-                self.inconsistent(format!("received {} hosts, total is {total}", hosts.len()))
-            );
-        }
-        Ok(hosts)
+        all.finish()
+    }
+}
+
+/// The pages of one listing so far, each checked against what page 1 promised.
+struct Collector<'a, T> {
+    url: &'a str,
+    /// As page 1 reported it.
+    total: i64,
+    expected: usize,
+    page_size: usize,
+    items: Vec<T>,
+    seen: HashSet<i64>,
+}
+
+impl<'a, T: HostRow> Collector<'a, T> {
+    fn new(url: &'a str, total: i64, page_size: usize) -> Result<Self, ApiError> {
+        let expected = usize::try_from(total)
+            .map_err(|_| inconsistent(url, format!("page 1 reports a negative total {total}")))?;
+        Ok(Collector {
+            url,
+            total,
+            expected,
+            page_size,
+            items: Vec::with_capacity(expected),
+            seen: HashSet::with_capacity(expected),
+        })
     }
 
-    async fn page(&self, page: usize) -> Result<Page, ApiError> {
-        let request = PageRequest {
-            page,
-            pagesize: self.page_size,
-        };
-        self.client.post(&self.url, &request).await
-    }
-
-    /// Checks page `n` against page 1 and appends its hosts.
-    fn take_page(
-        &self,
-        n: usize,
-        page: Page,
-        total: i64,
-        expected: usize,
-        hosts: &mut Vec<Host>,
-        seen: &mut HashSet<i64>,
-    ) -> Result<(), ApiError> {
+    /// Checks page `n` against page 1 and appends its items.
+    fn take(&mut self, n: usize, page: Page<T>) -> Result<(), ApiError> {
+        let (total, size) = (self.total, self.page_size);
         if page.total != total {
-            return Err(self.inconsistent(format!(
-                "page {n} reports total {}, page 1 reported {total} (hosts changed while paging)",
-                page.total
-            )));
+            return Err(inconsistent(
+                self.url,
+                format!(
+                    "page {n} reports total {}, page 1 reported {total} (hosts changed while paging)",
+                    page.total
+                ),
+            ));
         }
-        let want = expected
-            .saturating_sub((n - 1) * self.page_size)
-            .min(self.page_size);
+        let want = self.expected.saturating_sub((n - 1) * size).min(size);
         if page.list.len() != want {
-            return Err(self.inconsistent(format!(
-                "page {n} holds {} hosts, expected {want} (total {total}, page size {})",
-                page.list.len(),
-                self.page_size
-            )));
+            return Err(inconsistent(
+                self.url,
+                format!(
+                    "page {n} holds {} hosts, expected {want} (total {total}, page size {size})",
+                    page.list.len(),
+                ),
+            ));
         }
-        for wire in page.list {
-            if !seen.insert(wire.bk_host_id) {
-                return Err(self.inconsistent(format!(
-                    "host {} appears twice (page {n}); hosts changed while paging",
-                    wire.bk_host_id
-                )));
+        for item in page.list {
+            let id = item.host_id();
+            if !self.seen.insert(id) {
+                return Err(inconsistent(
+                    self.url,
+                    format!("host {id} appears twice (page {n}); hosts changed while paging"),
+                ));
             }
-            hosts.push(Host::from(wire));
+            self.items.push(item);
         }
         Ok(())
     }
 
-    fn inconsistent(&self, detail: String) -> ApiError {
-        ApiError::Inconsistent {
-            endpoint: format!("{} {}", Upstream::Nodeman, self.url),
-            detail,
+    fn finish(self) -> Result<Vec<T>, ApiError> {
+        if self.items.len() != self.expected {
+            return Err(inconsistent(
+                self.url,
+                format!(
+                    "received {} hosts, total is {}",
+                    self.items.len(),
+                    self.total
+                ),
+            ));
         }
+        Ok(self.items)
+    }
+}
+
+fn inconsistent(url: &str, detail: String) -> ApiError {
+    ApiError::Inconsistent {
+        endpoint: format!("{} {url}", Upstream::Nodeman),
+        detail,
     }
 }
 
