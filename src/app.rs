@@ -104,7 +104,11 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
             None
         },
         agent_info: cfg.gse.agent_info.then_some(cfg.gse.agent_info_interval),
+        shard: cfg.shard.shard(),
     };
+    let shard = cfg.shard.shard();
+    metrics.shard_index.set(i64::from(shard.index));
+    metrics.shard_total.set(i64::from(shard.total));
     let (store, work) = Store::with_options(StoreOptions {
         confirm_sweeps: cfg.poll.confirm_sweeps,
         diff: Diff {
@@ -132,7 +136,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
                 if cfg.kafka.create_topics {
                     topics::ensure_topics(&cfg.kafka).await?;
                 }
-                let report = restore::restore(&cfg.kafka, store.clone(), RESTORE_TIMEOUT).await?;
+                let report =
+                    restore::restore(&cfg.kafka, store.clone(), shard, RESTORE_TIMEOUT).await?;
                 store.finish_restore();
                 metrics.restored_agents.set(report.agents as i64);
                 metrics
@@ -140,6 +145,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
                     .set(report.elapsed.as_secs_f64());
                 tracing::info!(agents = report.agents, records = report.records,
                     tombstones = report.tombstones, invalid = report.invalid,
+                    other_shards = report.other_shards,
                     elapsed = ?report.elapsed, "state restored");
                 let producer = kafka::create_producer(&cfg.kafka)?;
                 let sink =

@@ -23,6 +23,7 @@
 //! - [`http`]: metrics and health endpoints.
 //! - [`metrics`]: every Prometheus metric, registered in one place.
 //! - [`sim`]: the BlueKing simulator used by `agentwatch simulate`, the demo and tests.
+//! - [`shard`]: which agents this replica owns when several split the work.
 //! - [`app`]: wiring of `agentwatch run`; [`demo`]: the zero-setup demo.
 #![forbid(unsafe_code)]
 
@@ -33,6 +34,7 @@ pub mod http;
 pub mod metrics;
 pub mod poller;
 pub mod proto;
+pub mod shard;
 pub mod sim;
 pub mod sinks;
 pub mod snapshot;

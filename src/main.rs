@@ -67,6 +67,11 @@ enum Command {
         #[arg(long, default_value = "sim-secret", env = "AGENTWATCH_SIM_SECRET")]
         app_secret: String,
     },
+    /// Kafka administration with the service's config.
+    Kafka {
+        #[command(subcommand)]
+        command: KafkaCommand,
+    },
     /// Zero-setup demo: simulator + in-process Kafka mock cluster + the service.
     Demo {
         #[arg(long, default_value_t = 10_000)]
@@ -86,6 +91,17 @@ enum Command {
         /// GSE API to poll: v2 (GSE 2.0), v1 (GSE 1.x ESB, keyed by cloud:ip) or auto.
         #[arg(long, default_value = "v2", value_parser = parse_gse_api)]
         gse: GseApi,
+    },
+}
+
+#[derive(Subcommand)]
+enum KafkaCommand {
+    /// Create the events and state topics when missing (partitions, replication and
+    /// cleanup.policy from config) and check the state topic is compacted. For a
+    /// pre-install job; `run` does the same at start unless kafka.create_topics=false.
+    CreateTopics {
+        #[arg(long, short, env = "AGENTWATCH_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -119,6 +135,26 @@ fn main() -> ExitCode {
                 }
                 Err(code) => code,
             },
+            Command::Kafka {
+                command: KafkaCommand::CreateTopics { config },
+            } => {
+                let cfg = match load_config(config.as_deref()) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                init_logging(cfg.log.format, &cfg.log.level);
+                report(
+                    agentwatch::sinks::kafka::topics::ensure_topics(&cfg.kafka)
+                        .await
+                        .map(|()| {
+                            println!(
+                                "topics {} and {} are present and configured",
+                                cfg.kafka.events_topic, cfg.kafka.state_topic
+                            )
+                        })
+                        .map_err(anyhow::Error::from),
+                )
+            }
             Command::Simulate {
                 listen,
                 agents,

@@ -53,6 +53,9 @@ pub struct Metrics {
     pub gse_api: IntGaugeVec,
     /// 1 once the state has been restored and the first sweep is done.
     pub ready: IntGauge,
+    /// This replica's shard and the number of shards (`[shard]`).
+    pub shard_index: IntGauge,
+    pub shard_total: IntGauge,
     /// State-topic records read at start-up, and how long the restore took.
     pub restored_agents: IntGauge,
     pub restore_duration_seconds: prometheus::Gauge,
@@ -185,6 +188,13 @@ impl Metrics {
                 &["api"],
             )
             .expect("static metric definition"),
+            shard_index: IntGauge::new("agentwatch_shard_index", "This replica's shard (0-based).")
+                .expect("static metric definition"),
+            shard_total: IntGauge::new(
+                "agentwatch_shard_total",
+                "Number of shards the agents are split into.",
+            )
+            .expect("static metric definition"),
             ready: IntGauge::new(
                 "agentwatch_ready",
                 "1 once the state is restored and the first sweep has completed.",
@@ -226,6 +236,8 @@ impl Metrics {
             Box::new(self.failed_batches_total.clone()),
             Box::new(self.gse_api.clone()),
             Box::new(self.ready.clone()),
+            Box::new(self.shard_index.clone()),
+            Box::new(self.shard_total.clone()),
             Box::new(self.restored_agents.clone()),
             Box::new(self.restore_duration_seconds.clone()),
         ];

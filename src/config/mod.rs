@@ -49,6 +49,8 @@ pub struct Config {
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]
+    pub shard: crate::shard::ShardConfig,
+    #[serde(default)]
     pub shutdown: ShutdownConfig,
     #[serde(default)]
     pub log: LogConfig,
@@ -70,6 +72,7 @@ impl Config {
         self.poll.validate(&mut errs);
         self.kafka.validate(&mut errs);
         self.http.validate(&mut errs);
+        self.shard.validate(&mut errs);
         self.shutdown.validate(&mut errs);
         errs.into_result()
     }

@@ -17,6 +17,7 @@ use super::{
 use crate::{
     metrics::Metrics,
     proto::v1::{AgentInfo, PluginState},
+    shard::Shard,
     snapshot::{StatusNames, Store},
     sources::{
         bk::ApiError,
@@ -35,6 +36,8 @@ pub struct Extras {
     pub plugins: Option<(NodemanClient, Vec<String>)>,
     /// Agent-info polling interval (with `gse.agent_info`).
     pub agent_info: Option<Duration>,
+    /// Which agents this replica owns.
+    pub shard: Shard,
 }
 
 /// Outcome of one sweep, as the `agentwatch_sweeps_total{result}` label.
@@ -225,6 +228,16 @@ impl Poller {
         match self.source.fetch().await {
             Ok(hosts) => {
                 let mut inv = Inventory::from_hosts(hosts);
+                let shard = self.extras.shard;
+                if shard.is_sharded() {
+                    let others = inv.retain_ids(|id| shard.owns(id));
+                    tracing::debug!(
+                        others,
+                        shard = shard.index,
+                        total = shard.total,
+                        "agents of other shards skipped"
+                    );
+                }
                 if self.gse.needs_ipv4() {
                     inv.reject_where(Rejected::Ipv6OnlyGseV1, |h| !has_ipv4(h));
                 }

@@ -19,7 +19,7 @@ use rdkafka::{
 };
 
 use super::{client_config, encode, KafkaConfig, SinkError};
-use crate::snapshot::Store;
+use crate::{shard::Shard, snapshot::Store};
 
 /// Client context of the restore consumer: end-of-partition is how the restore knows
 /// it is done, so librdkafka's global "error" for it is not logged as one.
@@ -48,6 +48,8 @@ pub struct RestoreReport {
     /// Records that could not be decoded (logged with partition and offset each).
     pub invalid: u64,
     pub agents: usize,
+    /// Records of agents owned by other shards (skipped).
+    pub other_shards: u64,
     pub elapsed: Duration,
 }
 
@@ -55,10 +57,11 @@ pub struct RestoreReport {
 pub async fn restore(
     cfg: &KafkaConfig,
     store: Arc<Store>,
+    shard: Shard,
     timeout: Duration,
 ) -> Result<RestoreReport, SinkError> {
     let cfg = cfg.clone();
-    tokio::task::spawn_blocking(move || restore_blocking(&cfg, &store, timeout))
+    tokio::task::spawn_blocking(move || restore_blocking(&cfg, &store, shard, timeout))
         .await
         .map_err(|e| SinkError::Restore {
             topic: String::new(),
@@ -69,6 +72,7 @@ pub async fn restore(
 fn restore_blocking(
     cfg: &KafkaConfig,
     store: &Store,
+    shard: Shard,
     timeout: Duration,
 ) -> Result<RestoreReport, SinkError> {
     let topic = cfg.state_topic.as_str();
@@ -156,6 +160,11 @@ fn restore_blocking(
             );
             continue;
         };
+        if !shard.owns(key) {
+            // Another replica's agent: it restores it; we never saw it.
+            report.other_shards += 1;
+            continue;
+        }
         let Some(payload) = msg.payload() else {
             report.tombstones += 1;
             store.restore_tombstone(key);

@@ -112,6 +112,26 @@ impl Inventory {
         inv
     }
 
+    /// Keeps only the agents `keep` accepts (by agent id); returns how many were
+    /// dropped. Used for sharding: other shards' agents are not rejections.
+    pub fn retain_ids(&mut self, keep: impl Fn(&str) -> bool) -> usize {
+        let before = self.ids.len();
+        let mut ids = Vec::with_capacity(before);
+        let mut hosts = Vec::with_capacity(before);
+        for (id, h) in std::mem::take(&mut self.ids)
+            .into_iter()
+            .zip(std::mem::take(&mut self.hosts))
+        {
+            if keep(&id) {
+                ids.push(id);
+                hosts.push(h);
+            }
+        }
+        self.ids = ids;
+        self.hosts = hosts;
+        before - self.ids.len()
+    }
+
     /// Moves the hosts matching `reject` to `rejected` with `reason`.
     pub fn reject_where(&mut self, reason: Rejected, reject: impl Fn(&Host) -> bool) {
         let mut ids = Vec::with_capacity(self.ids.len());
