@@ -32,6 +32,8 @@ pub struct Metrics {
     pub events_total: IntCounterVec,
     /// Delivery failures reported by the producer (each is retried later).
     pub kafka_delivery_errors_total: IntCounter,
+    /// Producers replaced after a fatal (non-recoverable) librdkafka error.
+    pub kafka_producer_restarts_total: IntCounter,
     pub last_sweep_success_timestamp_seconds: IntGauge,
     /// Changes observed but not yet acknowledged by Kafka (at most one per agent).
     pub pending_changes: IntGauge,
@@ -134,6 +136,11 @@ impl Metrics {
                 "Produce requests that failed; the change stays pending and is retried.",
             )
             .expect("static metric definition"),
+            kafka_producer_restarts_total: IntCounter::new(
+                "agentwatch_kafka_producer_restarts_total",
+                "Kafka producers replaced after a fatal librdkafka error.",
+            )
+            .expect("static metric definition"),
             last_sweep_success_timestamp_seconds: IntGauge::new(
                 "agentwatch_last_sweep_success_timestamp_seconds",
                 "Unix time of the last sweep in which every GSE batch was answered.",
@@ -226,6 +233,7 @@ impl Metrics {
             Box::new(self.upstream_request_duration_seconds.clone()),
             Box::new(self.events_total.clone()),
             Box::new(self.kafka_delivery_errors_total.clone()),
+            Box::new(self.kafka_producer_restarts_total.clone()),
             Box::new(self.last_sweep_success_timestamp_seconds.clone()),
             Box::new(self.pending_changes.clone()),
             Box::new(self.oldest_pending_age_seconds.clone()),

@@ -66,7 +66,7 @@ impl KafkaSink {
     /// Runs until `shutdown`, then keeps delivering for at most `grace` and returns the
     /// number of agents whose change could not be flushed (re-emitted on next start).
     pub async fn run(
-        self,
+        mut self,
         mut work: UnboundedReceiver<Work>,
         shutdown: CancellationToken,
         grace: Duration,
@@ -92,6 +92,7 @@ impl KafkaSink {
                         Err(e) => {
                             failure_streak = failure_streak.saturating_add(1);
                             self.failed(done.work, &e, failure_streak, &mut retries);
+                            self.replace_producer_if_fatal().await;
                         }
                     }
                 }
@@ -208,6 +209,28 @@ impl KafkaSink {
                 self.failed(w, &e, *failure_streak, retries);
                 None
             }
+        }
+    }
+
+    /// An idempotent producer can hit a fatal error (e.g. its sequence numbers became
+    /// inconsistent after messages timed out during a broker outage, on brokers that
+    /// cannot bump the producer epoch). It never recovers by itself, so it is replaced;
+    /// everything it still held fails back into the store's pending changes.
+    async fn replace_producer_if_fatal(&mut self) {
+        let Some((code, reason)) = self.producer.client().fatal_error() else {
+            return;
+        };
+        tracing::error!(?code, reason, "Kafka producer hit a fatal error; creating a new one");
+        self.metrics.kafka_producer_restarts_total.inc();
+        match super::create_producer(&self.cfg) {
+            Ok(fresh) => {
+                let old = std::mem::replace(&mut self.producer, fresh);
+                // Dropping purges the old producer's queue (its deliveries fail and are
+                // retried through the new one) and waits up to 500 ms: keep that off the
+                // async workers.
+                let _ = tokio::task::spawn_blocking(move || drop(old)).await;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot create a new Kafka producer; retrying on the next failure"),
         }
     }
 
