@@ -54,6 +54,7 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     pub health: Health,
     sweeps: broadcast::Sender<SweepReport>,
+    trigger: Arc<tokio::sync::Notify>,
     task: JoinHandle<Result<Exit, AppError>>,
 }
 
@@ -61,6 +62,11 @@ impl Running {
     /// Sweep reports from now on.
     pub fn sweeps(&self) -> broadcast::Receiver<SweepReport> {
         self.sweeps.subscribe()
+    }
+
+    /// Starts a sweep now rather than at the next `poll.interval` tick.
+    pub fn sweep_now(&self) {
+        self.trigger.notify_one();
     }
 
     /// Waits for the service to stop (after `shutdown` is cancelled, or on a fatal
@@ -127,6 +133,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         StatusNames::from_config(&cfg.gse.status_names),
     );
     let mut reports = poller.subscribe();
+    let trigger = poller.trigger();
     let (sweeps, _) = broadcast::channel(64);
     let forward = sweeps.clone();
     let task = {
@@ -182,6 +189,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         metrics,
         health,
         sweeps,
+        trigger,
         task,
     })
 }

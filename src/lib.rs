@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod benchmark;
 pub mod config;
 pub mod demo;
 pub mod http;

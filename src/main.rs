@@ -67,6 +67,26 @@ enum Command {
         #[arg(long, default_value = "sim-secret", env = "AGENTWATCH_SIM_SECRET")]
         app_secret: String,
     },
+    /// End-to-end benchmark: simulator process + broker + the service; prints a table
+    /// (initial snapshot, sweep p50/p95, CPU per sweep, RSS, bytes per agent, restore).
+    Bench {
+        /// Agent counts to run, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+        agents: Vec<usize>,
+        #[arg(long, default_value_t = 10)]
+        sweeps: usize,
+        /// Fraction of agents changed before each sweep.
+        #[arg(long, default_value_t = 0.01)]
+        change_rate: f64,
+        /// Use these Kafka brokers (default: tansu from TANSU_BIN or .tools/, else the
+        /// in-process mock cluster).
+        #[arg(long)]
+        brokers: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
     /// Kafka administration with the service's config.
     Kafka {
         #[command(subcommand)]
@@ -135,6 +155,30 @@ fn main() -> ExitCode {
                 }
                 Err(code) => code,
             },
+            Command::Bench {
+                agents,
+                sweeps,
+                change_rate,
+                brokers,
+                batch_size,
+                concurrency,
+            } => {
+                init_logging(LogFormat::Text, "warn");
+                let opts = agentwatch::benchmark::BenchOptions {
+                    sizes: agents,
+                    sweeps,
+                    change_rate,
+                    brokers,
+                    batch_size,
+                    concurrency,
+                };
+                report(
+                    agentwatch::benchmark::run(opts)
+                        .await
+                        .map(|_| ())
+                        .map_err(anyhow::Error::from),
+                )
+            }
             Command::Kafka {
                 command: KafkaCommand::CreateTopics { config },
             } => {

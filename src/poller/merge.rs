@@ -1,11 +1,14 @@
 //! Merging an inventory host with what GSE (and NodeMan plugins, agent info) said into
-//! one `AgentState`.
+//! one agent state (a borrowed [`AgentView`] until something changed).
 
 use std::collections::BTreeMap;
 
 use crate::{
-    proto::v1::{AgentInfo, AgentState, PluginState},
-    snapshot::StatusNames,
+    proto::v1::{AgentInfo, PluginState},
+    snapshot::{
+        view::{AgentView, NO_PLUGINS},
+        StatusNames,
+    },
     sources::{
         gse::{GseAgentState, GseApi, STATUS_NOT_FOUND, STATUS_RUNNING},
         inventory::Host,
@@ -25,40 +28,42 @@ pub struct Observed<'a> {
     pub info_version: Option<&'a str>,
 }
 
-pub fn merge(
-    agent_id: &str,
-    host: &Host,
-    seen: &Observed<'_>,
-    names: &StatusNames,
+/// Borrows everything it can: the sweep compares the result with the snapshot and
+/// allocates an owned state only when something changed.
+pub fn merge<'a>(
+    agent_id: &'a str,
+    host: &'a Host,
+    seen: &Observed<'a>,
+    names: &'a StatusNames,
     now_ms: i64,
-) -> AgentState {
+) -> AgentView<'a> {
     let (status_code, mut version, run_mode, v1_agent_alive) = match seen.gse {
-        Some(g) => (g.status_code, g.version.clone(), g.run_mode, g.v1_alive),
-        None => (STATUS_NOT_FOUND, String::new(), 0, None),
+        Some(g) => (g.status_code, g.version.as_str(), g.run_mode, g.v1_alive),
+        None => (STATUS_NOT_FOUND, "", 0, None),
     };
     if version.is_empty() && seen.gse.is_some() {
         if let Some(v) = seen.info_version {
-            version = v.to_owned();
+            version = v;
         }
     }
-    AgentState {
-        agent_id: agent_id.to_owned(),
+    AgentView {
+        agent_id,
         host_id: host.host_id,
         cloud_id: host.cloud_id,
         biz_id: host.biz_id,
-        ip: host.ip.clone(),
+        ip: &host.ip,
         status_code,
-        status: names.name(status_code).to_owned(),
+        status: names.name(status_code),
         alive: status_code == STATUS_RUNNING,
         version,
         run_mode,
-        nodeman_status: host.nodeman_status.clone(),
-        os_type: host.os_type.clone(),
+        nodeman_status: &host.nodeman_status,
+        os_type: &host.os_type,
         observed_at_ms: now_ms,
-        status_api: seen.api.label().to_owned(),
+        status_api: seen.api.label(),
         v1_agent_alive,
-        info: seen.info.cloned(),
-        plugins: seen.plugins.cloned().unwrap_or_default(),
+        info: seen.info,
+        plugins: seen.plugins.unwrap_or(&NO_PLUGINS),
     }
 }
 
@@ -89,32 +94,24 @@ mod tests {
 
     #[test]
     fn an_agent_gse_does_not_mention_is_not_found_and_not_alive() {
-        let s = merge(
-            "a",
-            &Host::default(),
-            &seen(None),
-            &StatusNames::default(),
-            5,
-        );
-        assert_eq!(
-            (s.status_code, s.status.as_str(), s.alive),
-            (-2, "not_found", false)
-        );
+        let (host, names) = (Host::default(), StatusNames::default());
+        let s = merge("a", &host, &seen(None), &names, 5);
+        assert_eq!((s.status_code, s.status, s.alive), (-2, "not_found", false));
         assert_eq!(s.status_api, "v2");
     }
 
     #[test]
     fn only_status_code_2_is_alive_and_the_raw_code_is_kept() {
-        let names = StatusNames::default();
+        let (host, names) = (Host::default(), StatusNames::default());
         for code in -2..=8 {
             let g = gse(code);
-            let s = merge("a", &Host::default(), &seen(Some(&g)), &names, 5);
+            let s = merge("a", &host, &seen(Some(&g)), &names, 5);
             assert_eq!(s.alive, code == 2);
             assert_eq!(s.status_code, code);
         }
         let g = gse(42);
         assert_eq!(
-            merge("a", &Host::default(), &seen(Some(&g)), &names, 5).status,
+            merge("a", &host, &seen(Some(&g)), &names, 5).status,
             "unknown"
         );
     }
@@ -130,11 +127,9 @@ mod tests {
         let mut o = seen(Some(&g));
         o.api = GseApi::V1;
         o.info_version = Some("1.7.17");
-        let s = merge("a", &Host::default(), &o, &StatusNames::default(), 5);
-        assert_eq!(
-            (s.status_code, s.status.as_str(), s.alive),
-            (-3, "offline", false)
-        );
+        let (host, names) = (Host::default(), StatusNames::default());
+        let s = merge("a", &host, &o, &names, 5);
+        assert_eq!((s.status_code, s.status, s.alive), (-3, "offline", false));
         assert_eq!(s.v1_agent_alive, Some(0));
         assert_eq!(s.status_api, "v1");
         assert_eq!(s.version, "1.7.17", "v1 version comes from agent info");

@@ -97,6 +97,8 @@ pub struct Poller {
     last_info: Option<Instant>,
     sweep: u64,
     reports: broadcast::Sender<SweepReport>,
+    /// Starts a sweep now instead of at the next tick (benchmarks, operators).
+    trigger: Arc<tokio::sync::Notify>,
 }
 
 impl Poller {
@@ -113,6 +115,7 @@ impl Poller {
         names: StatusNames,
     ) -> Self {
         let (reports, _) = broadcast::channel(64);
+        let trigger = Arc::new(tokio::sync::Notify::new());
         Poller {
             cfg,
             gse,
@@ -131,7 +134,13 @@ impl Poller {
             last_info: None,
             sweep: 0,
             reports,
+            trigger,
         }
+    }
+
+    /// A handle that starts a sweep at once when notified (the interval restarts).
+    pub fn trigger(&self) -> Arc<tokio::sync::Notify> {
+        self.trigger.clone()
     }
 
     /// Sweep reports, one per sweep (lagging receivers miss old ones).
@@ -148,6 +157,7 @@ impl Poller {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
+                _ = self.trigger.notified() => tick.reset(),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -467,7 +477,7 @@ impl Poller {
                 info_version: self.info_version.get(id.as_str()).map(String::as_str),
             };
             let observed = merge(id, host, &seen, &self.names, now);
-            self.store.observe(id, observed, sweep);
+            self.store.observe_view(id, &observed, sweep);
         }
     }
 

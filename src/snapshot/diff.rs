@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use super::view::{AgentView, View};
 use crate::proto::v1::{AgentInfo, AgentState, PluginState};
 
 /// Agent-info fields that can be tracked, by the name used in config and in
@@ -87,15 +88,19 @@ macro_rules! core_fields {
 impl Diff {
     /// True when any tracked field differs. Allocation-free: this runs once per agent
     /// per sweep.
-    pub fn differs(&self, a: &AgentState, b: &AgentState) -> bool {
+    pub fn differs_view(&self, a: &AgentView<'_>, b: &AgentView<'_>) -> bool {
         self.visit(a, b, &mut |_| true)
+    }
+
+    pub fn differs(&self, a: &AgentState, b: &AgentState) -> bool {
+        self.differs_view(&a.view(), &b.view())
     }
 
     /// Names of the tracked fields that differ, in .proto order; nested ones dotted
     /// (`info.parent_ip`, `plugins.<name>.status`). Empty means "no change".
     pub fn changed_fields(&self, a: &AgentState, b: &AgentState) -> Vec<String> {
         let mut out = Vec::new();
-        self.visit(a, b, &mut |f: Field<'_>| {
+        self.visit(&a.view(), &b.view(), &mut |f: Field<'_>| {
             out.push(f.to_string());
             false
         });
@@ -104,14 +109,19 @@ impl Diff {
 
     /// Reports each differing field to `on`; stops early when `on` returns true.
     /// Returns whether it stopped early.
-    fn visit(&self, a: &AgentState, b: &AgentState, on: &mut dyn FnMut(Field<'_>) -> bool) -> bool {
+    fn visit(
+        &self,
+        a: &AgentView<'_>,
+        b: &AgentView<'_>,
+        on: &mut dyn FnMut(Field<'_>) -> bool,
+    ) -> bool {
         if core_fields!(a, b, |n| on(Field::Core(n))) {
             return true;
         }
-        if self.visit_info(a.info.as_ref(), b.info.as_ref(), on) {
+        if self.visit_info(a.info, b.info, on) {
             return true;
         }
-        visit_plugins(&a.plugins, &b.plugins, on)
+        visit_plugins(a.plugins, b.plugins, on)
     }
 
     fn visit_info(

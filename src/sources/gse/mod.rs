@@ -10,7 +10,7 @@ pub use config::{default_status_names, GseApi, GseConfig};
 pub use info::GseAgentInfo;
 pub use status::StatusSource;
 pub use v1::{GseV1Client, V1Info, V1Status};
-pub use v2::GseClient;
+pub use v2::{decode_list_agent_state, GseClient};
 
 /// One agent's status as GSE reports it (2.0 `list_agent_state`, or 1.x
 /// `get_agent_status` mapped onto the 2.0 codes).

@@ -102,6 +102,26 @@ impl GseClient {
     }
 }
 
+/// Decodes a complete `list_agent_state` response body (envelope included) the way
+/// [`GseClient::list_agent_state`] does; public for benchmarks and fuzzing.
+pub fn decode_list_agent_state(body: &[u8]) -> Result<Vec<GseAgentState>, ApiError> {
+    match crate::sources::bk::envelope::decode::<Option<Vec<WireState>>>(
+        "gse cluster/list_agent_state",
+        body,
+    ) {
+        Ok(states) => Ok(states
+            .unwrap_or_default()
+            .into_iter()
+            .map(GseAgentState::from)
+            .collect()),
+        Err(ApiError::Business {
+            code: CODE_NONE_FOUND,
+            ..
+        }) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::{
