@@ -68,6 +68,15 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets -- -D warnings
+echo "==> helm chart (lint, render, schema, kube-validate; helm-python-sdk bundles Helm's engine)"
+CHARTCHECK="$TOOLS/chartcheck"
+if ! PYTHONPATH="$CHARTCHECK" python3 -c "import helm_python, kubernetes_validate, yaml, jsonschema" 2>/dev/null; then
+  rm -rf "$CHARTCHECK"
+  python3 -m pip install --quiet --require-hashes --no-deps --target "$CHARTCHECK" -r helm/check-requirements.txt
+fi
+cargo build --bin agentwatch
+PYTHONPATH="$CHARTCHECK" python3 scripts/check_chart.py --render --kube-validate --agentwatch target/debug/agentwatch
+
 echo "==> cargo test"
 cargo test --lib --bins --tests -- --test-threads 2 2>&1 | tee "$RUN/test.log"
 # One closing line over every test binary (cargo prints one per binary).
