@@ -57,9 +57,10 @@ fn event() -> AgentEvent {
         ts_ms: 1_700_000_000_000,
         seq: 42,
         sweep: 7,
-        event_id: agentwatch::snapshot::event_id("a", 42),
+        event_id: agentwatch::snapshot::event_id("a", 1_700_000_000_000, 42),
         source: "agentwatch://bench".into(),
         changed_fields: vec!["status_code".into(), "status".into(), "alive".into()],
+        incarnation_ms: 1_700_000_000_000,
     }
 }
 
@@ -75,6 +76,7 @@ fn codec(c: &mut Criterion) {
             state: Some(state(1, 2)),
             seq: 9,
             written_at_ms: 1,
+            incarnation_ms: 1,
         },
         Format::Protobuf,
     );

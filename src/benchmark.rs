@@ -207,7 +207,7 @@ async fn wait_until(
         if Instant::now() > deadline {
             return Err(BenchError::Timeout(what));
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
 }

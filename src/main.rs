@@ -92,6 +92,9 @@ enum Command {
         #[command(subcommand)]
         command: KafkaCommand,
     },
+    /// GSE data links (stream_to / route), dispatch_message and realtime agent status,
+    /// straight from GSE with the service's config. Exit 1 when GSE answers an error.
+    Gse(agentwatch::cli::gse::GseArgs),
     /// Zero-setup demo: simulator + in-process Kafka mock cluster + the service.
     Demo {
         #[arg(long, default_value_t = 10_000)]
@@ -224,6 +227,7 @@ fn main() -> ExitCode {
                 };
                 report(simulate(&listen, cfg).await)
             }
+            Command::Gse(args) => agentwatch::cli::gse::run(args).await,
             Command::Demo {
                 agents,
                 flap_rate,
@@ -338,7 +342,12 @@ fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only on a terminal: escape codes in files and log collectors are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -143,7 +143,12 @@ fn truth_code(sim: &Sim, agent_id: &str) -> i32 {
 async fn broker_outage_of_30s_loses_no_change_and_keeps_per_agent_order() {
     let broker = Broker::private();
     let sim = Sim::start(sim_config(200)).await;
-    let cfg = service_config(&sim, &broker.brokers, "outage");
+    let mut cfg = service_config(&sim, &broker.brokers, "outage");
+    // Longer than the outage: librdkafka keeps the produce requests it already sent to
+    // the paused broker and retries them, instead of timing the messages out. (With a
+    // shorter timeout tansu fences the producer for good: see
+    // `broker_outage_longer_than_the_message_timeout_is_recovered_from`.)
+    cfg.kafka.message_timeout = Duration::from_secs(60);
     let svc = Service::start(&cfg).await;
     svc.settle().await;
     let running = svc.running();
@@ -151,19 +156,18 @@ async fn broker_outage_of_30s_loses_no_change_and_keeps_per_agent_order() {
 
     broker.signal("STOP");
     let down = Instant::now();
-    // Three successive statuses per agent, spread over the outage so that the first
-    // produce attempts time out (kafka.message_timeout = 10s) and are retried while
-    // newer changes replace them.
+    // Three successive statuses per agent, ~10 s apart: the first change is already in
+    // flight to the paused broker when the later ones replace the pending one.
     let statuses = [3, 4, 1];
     let mut changes = 0;
     let mut max_pending = 0;
     for (round, code) in statuses.iter().enumerate() {
         tokio::time::sleep_until(down + Duration::from_secs(10) * round as u32).await;
+        svc.between_sweeps().await;
         for id in &changed {
             assert!(sim.sim.set_status(id, *code));
             changes += 1;
         }
-        // Observed by a whole sweep that started after the change.
         next_sweeps(running, 2).await;
         let stats = running.store.stats();
         assert!(
@@ -265,6 +269,67 @@ async fn broker_outage_of_30s_loses_no_change_and_keeps_per_agent_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_longer_than_the_message_timeout_is_recovered_from() {
+    let broker = Broker::private();
+    let sim = Sim::start(sim_config(100)).await;
+    let mut cfg = service_config(&sim, &broker.brokers, "outage-timeout");
+    cfg.kafka.message_timeout = Duration::from_secs(3);
+    let svc = Service::start(&cfg).await;
+    svc.settle().await;
+    let running = svc.running();
+    let changed = running_agents(&sim, 10);
+
+    broker.signal("STOP");
+    let down = Instant::now();
+    svc.between_sweeps().await;
+    for id in &changed {
+        assert!(sim.sim.set_status(id, 3));
+    }
+    // The produce request sent to the paused broker times out on the client.
+    let metrics = running.metrics.clone();
+    wait_until(
+        Duration::from_secs(20),
+        "deliveries time out while the broker is paused",
+        || metrics.kafka_delivery_errors_total.get() > 0,
+    )
+    .await;
+    tokio::time::sleep_until(down + Duration::from_secs(8)).await;
+    broker.signal("CONT");
+    let outage = down.elapsed();
+    let errors_at_resume = metrics.kafka_delivery_errors_total.get();
+    let resumed = Instant::now();
+    let store = running.store.clone();
+    let deadline = resumed + Duration::from_secs(45);
+    while store.unflushed() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let unflushed = store.unflushed();
+    let errors_after = metrics.kafka_delivery_errors_total.get();
+    let restarts = metric_value(
+        &svc.metrics().await,
+        "agentwatch_kafka_producer_restarts_total",
+    );
+    println!(
+        "outage {outage:.1?} with message_timeout 3s: after {:.1?} {unflushed} agents still \
+         unflushed; delivery errors {errors_at_resume} at resume, {errors_after} after; \
+         {restarts} producer restarts",
+        resumed.elapsed()
+    );
+    assert_eq!(
+        unflushed,
+        0,
+        "changes never delivered after the broker came back ({} delivery errors since \
+         the resume)",
+        errors_after - errors_at_resume
+    );
+    let chains = check_chains(&read_topic(&broker.brokers, &cfg.kafka.events_topic));
+    for id in &changed {
+        assert_eq!(chains.folded[id].0.status_code, 3, "{id}");
+    }
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_cluster_request_errors_and_broker_down_are_retried_until_delivered() {
     let mock: MockCluster<'static, DefaultProducerContext> =
         MockCluster::new(1).expect("mock cluster");
@@ -299,6 +364,7 @@ async fn mock_cluster_request_errors_and_broker_down_are_retried_until_delivered
     ];
     let injected: Vec<RDKafkaRespErr> = errors.iter().cycle().take(30).copied().collect();
     mock.request_errors(RDKafkaApiKey::Produce, &injected);
+    svc.between_sweeps().await;
     for id in group_a {
         assert!(sim.sim.set_status(id, 3));
         changes += 1;
@@ -308,6 +374,7 @@ async fn mock_cluster_request_errors_and_broker_down_are_retried_until_delivered
     // Phase 2: the broker goes down longer than the message timeout.
     mock.broker_down(1).expect("broker down");
     let down = Instant::now();
+    svc.between_sweeps().await;
     for id in group_b {
         assert!(sim.sim.set_status(id, 4));
         changes += 1;
@@ -616,6 +683,65 @@ async fn agents_removed_from_the_inventory_get_one_delete_after_remove_after_ref
         assert!(running.store.acked(id).is_none(), "{id} left the snapshot");
     }
     assert_eq!(running.store.len(), 293);
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_returns_after_its_delete_continues_its_seq_with_new_event_ids() {
+    let broker = Broker::shared();
+    let sim = Sim::start(sim_config(50)).await;
+    let mut cfg = service_config(&sim, &broker.brokers, "return");
+    cfg.poll.remove_after = 1;
+    let svc = Service::start(&cfg).await;
+    svc.settle().await;
+    // A legacy agent's id is "cloud:ip": a new host on a reused address is the same
+    // agent id (the usual way an id comes back).
+    let t = sim
+        .sim
+        .truth()
+        .into_iter()
+        .find(|t| t.legacy && t.in_gse)
+        .expect("a legacy agent");
+    svc.between_sweeps().await;
+    assert!(sim.sim.remove_host(&t.agent_id));
+    svc.settle_after_sweeps(3).await;
+    svc.between_sweeps().await;
+    let back = sim.sim.add_host(NewHost {
+        cloud_id: Some(t.cloud_id),
+        ip: Some(t.ip.parse().expect("ipv4")),
+        bk_agent_id: Some(String::new()),
+        biz_id: Some(t.biz_id),
+        ..NewHost::default()
+    });
+    assert_eq!(back, t.agent_id, "same agent id");
+    svc.settle_after_sweeps(3).await;
+
+    let records = read_topic(&broker.brokers, &cfg.kafka.events_topic);
+    let events = events_by_agent(&records)
+        .remove(&t.agent_id)
+        .expect("events");
+    let summary: Vec<(String, u64)> = events
+        .iter()
+        .map(|e| {
+            let op = Op::try_from(e.op).expect("op").as_str_name().to_owned();
+            (op, e.seq)
+        })
+        .collect();
+    println!("events of the returning agent {}: {summary:?}", t.agent_id);
+    let ops: Vec<&str> = summary.iter().map(|(op, _)| op.as_str()).collect();
+    assert_eq!(ops, ["OP_SNAPSHOT", "OP_DELETE", "OP_CREATE"]);
+    let ids: std::collections::HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(
+        ids.len(),
+        3,
+        "every event has its own event_id: {summary:?}"
+    );
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3], "seq strictly increases per agent");
+    assert!(
+        events[2].incarnation_ms > events[0].incarnation_ms,
+        "the returning agent is a new incarnation"
+    );
     svc.stop().await;
 }
 

@@ -190,10 +190,11 @@ async fn graceful_sigterm_flushes_and_exits_zero() {
         .take(10)
         .map(|t| t.agent_id)
         .collect();
+    child.between_sweeps().await;
     for id in &changed {
         assert!(sim.sim.set_status(id, 4));
     }
-    child.wait_sweeps(2, Duration::from_secs(30)).await;
+    child.wait_sweeps(1, Duration::from_secs(30)).await;
     let signalled = Instant::now();
     child.signal("TERM");
     let status = child
@@ -204,7 +205,7 @@ async fn graceful_sigterm_flushes_and_exits_zero() {
     let status = status.unwrap_or_else(|| panic!("still running after grace:\n{stderr}"));
     let new = events_since(&broker.brokers, &events, &snapshot);
     println!(
-        "SIGTERM: exit {status} after {took:.2?} (grace {:?}); {} of {} changes in the topic",
+        "SIGTERM: {status} after {took:.2?} (grace {:?}); {} of {} changes in the topic",
         cfg.shutdown.grace,
         new.len(),
         changed.len()
@@ -279,4 +280,86 @@ async fn empty_state_topic_gives_snapshot_then_restart_gives_nothing_new() {
         .wait_exit(Duration::from_secs(15))
         .await
         .is_some_and(|s| s.success()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_kafka_is_down_exits_after_the_grace_and_the_next_start_emits_the_rest() {
+    let broker = Broker::private();
+    let sim = Sim::start(sim_config(200)).await;
+    let mut cfg = child_config(&sim, &broker.brokers, "sigterm-down");
+    cfg.shutdown.grace = Duration::from_secs(3);
+    let (events, state) = (&cfg.kafka.events_topic, &cfg.kafka.state_topic);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut first = ServiceProcess::spawn(&cfg, dir.path(), "first");
+    first.wait_ready(Duration::from_secs(60)).await;
+    let snapshot = wait_events(&first, &broker.brokers, events, 200).await;
+    wait_state(&broker.brokers, state, 200).await;
+
+    broker.signal("STOP");
+    let changed: Vec<String> = sim
+        .sim
+        .truth()
+        .into_iter()
+        .filter(|t| t.in_gse && t.status_code == 2)
+        .take(10)
+        .map(|t| t.agent_id)
+        .collect();
+    first.between_sweeps().await;
+    for id in &changed {
+        assert!(sim.sim.set_status(id, 3));
+    }
+    first.wait_sweeps(2, Duration::from_secs(30)).await;
+    let pending = metric_value(&first.metrics().await, "agentwatch_pending_changes ");
+    assert_eq!(pending, 10.0, "the changes wait for Kafka");
+    let signalled = Instant::now();
+    first.signal("TERM");
+    let status = first
+        .wait_exit(cfg.shutdown.grace + Duration::from_secs(10))
+        .await;
+    let took = signalled.elapsed();
+    let stderr = first.stderr();
+    let status = status.unwrap_or_else(|| panic!("still running:\n{stderr}"));
+    broker.signal("CONT");
+    assert!(
+        status.success(),
+        "exit 0 even with changes left: {status}\n{stderr}"
+    );
+    assert!(
+        took >= cfg.shutdown.grace - Duration::from_millis(200),
+        "kept trying for the grace period: {took:?}"
+    );
+    assert!(
+        took < cfg.shutdown.grace + Duration::from_secs(5),
+        "stopped soon after the grace period: {took:?}"
+    );
+    assert!(
+        stderr.contains("not acknowledged by Kafka") && stderr.contains("agents=10"),
+        "logs what could not be flushed:\n{stderr}"
+    );
+
+    let mut second = ServiceProcess::spawn(&cfg, dir.path(), "second");
+    second.wait_ready(Duration::from_secs(60)).await;
+    wait_events(&second, &broker.brokers, events, 200 + 10).await;
+    let new: Vec<_> = read_events(&broker.brokers, events)
+        .into_iter()
+        .filter(|e| !snapshot.contains(&e.event_id))
+        .collect();
+    let distinct: HashSet<&str> = new.iter().map(|e| e.event_id.as_str()).collect();
+    println!(
+        "SIGTERM with Kafka paused: {status} after {took:.2?} (grace {:?}); next start \
+         emitted the {} unflushed changes as {} records ({} same-event_id duplicates of \
+         requests the paused broker still held)",
+        cfg.shutdown.grace,
+        distinct.len(),
+        new.len(),
+        new.len() - distinct.len()
+    );
+    assert_eq!(distinct.len(), 10);
+    for ev in &new {
+        let a = ev.after.as_ref().expect("after");
+        assert!(changed.contains(&a.agent_id));
+        assert_eq!((ev.op, ev.seq, a.status_code), (Op::Update as i32, 2, 3));
+    }
+    second.signal("TERM");
+    assert!(second.wait_exit(Duration::from_secs(15)).await.is_some());
 }

@@ -2,9 +2,12 @@
 //! change events.
 
 pub mod diff;
+mod query;
 mod status;
 mod store;
+pub mod view;
 
+pub use query::{AgentIndex, AgentRecord, ListFilter, PageWalk, Summary};
 pub use status::{StatusNames, UNKNOWN};
 pub use store::{OutEvent, OutState, Stats, Store, StoreOptions, Work};
 
@@ -13,8 +16,9 @@ pub use store::{OutEvent, OutState, Stats, Store, StoreOptions, Work};
 const EVENT_ID_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x7a1c_9e0f_4b1d_4c6e_9a57_3f0d_8e21_b6c4);
 
-/// The event id of (agent, seq): a UUIDv5 of `"{agent_id}/{seq}"`.
-pub fn event_id(agent_id: &str, seq: u64) -> String {
-    let name = format!("{agent_id}/{seq}");
+/// The event id of (agent, incarnation, seq): a UUIDv5 of
+/// `"{agent_id}/{incarnation_ms}/{seq}"`.
+pub fn event_id(agent_id: &str, incarnation_ms: i64, seq: u64) -> String {
+    let name = format!("{agent_id}/{incarnation_ms}/{seq}");
     uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes()).to_string()
 }

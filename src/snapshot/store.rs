@@ -12,7 +12,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::Instant,
@@ -21,7 +21,11 @@ use std::{
 use dashmap::DashMap;
 use tokio::sync::mpsc;
 
-use super::diff;
+use super::{
+    diff,
+    query::Identity,
+    view::{AgentView, View},
+};
 use crate::proto::v1::{AgentEvent, AgentState, Op};
 
 /// Work for the sink: look at this agent's entry.
@@ -35,26 +39,31 @@ pub enum Work {
 
 /// A change waiting to be (or being) produced.
 #[derive(Debug, Clone)]
-struct Change {
+pub(super) struct Change {
     /// The new state; `None` means the agent is being deleted.
-    after: Option<AgentState>,
+    pub(super) after: Option<AgentState>,
     /// Seen during the initial snapshot (empty state topic at start).
     initial: bool,
+    /// For a first event (create/snapshot): the new incarnation, fixed when the change
+    /// was first observed so a retried delivery keeps its event id.
+    incarnation_ms: i64,
     sweep: u64,
     since: Instant,
 }
 
 #[derive(Debug, Default)]
-struct Entry {
+pub(super) struct Entry {
     /// What the events topic last said about this agent; `None` before its first event
     /// (or after its delete event).
-    acked: Option<AgentState>,
+    pub(super) acked: Option<AgentState>,
     /// `seq` of the last acknowledged event.
-    seq: u64,
+    pub(super) seq: u64,
+    /// Start of the agent's current incarnation (see the .proto).
+    pub(super) incarnation_ms: i64,
     // Boxed: most agents have neither, and an inline `Change` would triple the size
     // of every entry.
-    pending: Option<Box<Change>>,
-    in_flight: Option<Box<Change>>,
+    pub(super) pending: Option<Box<Change>>,
+    pub(super) in_flight: Option<Box<Change>>,
     /// With `poll.confirm_sweeps > 1`: a change seen but not yet confirmed, and in how
     /// many consecutive sweeps it was seen.
     candidate: Option<Box<(AgentState, u32)>>,
@@ -65,14 +74,18 @@ struct Entry {
     state_in_flight: bool,
     state_queued: bool,
     /// The last GSE query for this agent failed; `acked`/`pending` are older.
-    stale: bool,
+    pub(super) stale: bool,
+    /// Unix ms of the last successful GSE observation (the state's own
+    /// `observed_at_ms` only moves when the state changes); from the restored state
+    /// until the first sweep.
+    pub(super) observed_ms: i64,
     /// Consecutive successful inventory refreshes this agent was missing from.
     missing: u32,
 }
 
 impl Entry {
     /// The newest state this process knows (pending, else in flight, else acked).
-    fn latest(&self) -> Option<&AgentState> {
+    pub(super) fn latest(&self) -> Option<&AgentState> {
         match (&self.pending, &self.in_flight) {
             (Some(c), _) => c.after.as_ref(),
             (None, Some(c)) => c.after.as_ref(),
@@ -107,6 +120,7 @@ pub struct OutEvent {
 pub struct OutState {
     pub state: Option<AgentState>,
     pub seq: u64,
+    pub incarnation_ms: i64,
 }
 
 /// Counts for the gauges, from one pass over the store.
@@ -139,7 +153,11 @@ impl Default for StoreOptions {
 }
 
 pub struct Store {
-    map: DashMap<Arc<str>, Entry>,
+    pub(super) map: DashMap<Arc<str>, Entry>,
+    /// Bumped whenever an agent appears or the host id / cloud / IP of its latest state
+    /// changes: the query API's lookup index is rebuilt when it moved (`query.rs`).
+    /// Removals do not bump it; lookups verify what the index points at.
+    pub(super) generation: AtomicU64,
     /// True until the first sweep of a process that started with an empty state
     /// topic has finished: first sightings are `OP_SNAPSHOT`, later ones `OP_CREATE`.
     initial_snapshot: AtomicBool,
@@ -161,6 +179,7 @@ impl Store {
         let (tx, rx) = mpsc::unbounded_channel();
         let store = Store {
             map: DashMap::new(),
+            generation: AtomicU64::new(0),
             initial_snapshot: AtomicBool::new(true),
             confirm_sweeps: opts.confirm_sweeps.max(1),
             diff: opts.diff,
@@ -179,14 +198,22 @@ impl Store {
 
     /// Loads one agent from the state topic (before the first sweep).
     pub fn restore(&self, agent_id: &str, state: AgentState, seq: u64) {
+        self.restore_record(agent_id, state, seq, 0);
+    }
+
+    /// Loads one agent from a state-topic record, with its incarnation.
+    pub fn restore_record(&self, agent_id: &str, state: AgentState, seq: u64, incarnation_ms: i64) {
         self.map.insert(
             Arc::from(agent_id),
             Entry {
+                observed_ms: state.observed_at_ms,
                 acked: Some(state),
                 seq,
+                incarnation_ms,
                 ..Entry::default()
             },
         );
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Removes an agent from the restored state (a tombstone read from the state topic).
@@ -208,26 +235,42 @@ impl Store {
 
     /// Records a successful GSE observation of one agent.
     pub fn observe(&self, agent_id: &str, observed: AgentState, sweep: u64) {
+        self.observe_view(agent_id, &observed.view(), sweep);
+    }
+
+    /// Records a successful GSE observation of one agent, given as borrowed fields:
+    /// an unchanged agent costs a lookup and a comparison, no allocation.
+    pub fn observe_view(&self, agent_id: &str, observed: &AgentView<'_>, sweep: u64) {
         let initial = self.initial_snapshot.load(Ordering::Relaxed);
         let mut queue = false;
         let key;
         match self.map.get_mut(agent_id) {
             Some(mut e) => {
+                let identity = e.latest().map(Identity::of);
                 e.stale = false;
                 e.missing = 0;
+                e.observed_ms = observed.observed_at_ms;
                 let (changed, debounce) = match e.base() {
-                    Some(base) => (self.diff.differs(base, &observed), self.confirm_sweeps > 1),
+                    Some(base) => (
+                        self.diff.differs_view(&base.view(), observed),
+                        self.confirm_sweeps > 1,
+                    ),
                     None => (true, false),
                 };
-                if changed && debounce && !self.confirmed(&mut e, &observed) {
+                if changed && debounce && !self.confirmed(&mut e, observed) {
                     // Not yet seen often enough; what is pending (if anything) stays.
                 } else if changed {
                     e.candidate = None;
                     // Keep the time of the oldest undelivered change for the age metric.
                     let since = e.pending.as_ref().map_or_else(Instant::now, |p| p.since);
+                    let incarnation_ms = e
+                        .pending
+                        .as_ref()
+                        .map_or(observed.observed_at_ms, |p| p.incarnation_ms);
                     e.pending = Some(Box::new(Change {
-                        after: Some(observed),
+                        after: Some(observed.to_state()),
                         initial: initial && e.acked.is_none(),
+                        incarnation_ms,
                         sweep,
                         since,
                     }));
@@ -240,6 +283,9 @@ impl Store {
                     e.pending = None;
                     e.candidate = None;
                 }
+                if e.latest().map(Identity::of) != identity {
+                    self.generation.fetch_add(1, Ordering::Release);
+                }
                 key = e.key().clone();
             }
             None => {
@@ -247,9 +293,11 @@ impl Store {
                 self.map.insert(
                     key.clone(),
                     Entry {
+                        observed_ms: observed.observed_at_ms,
                         pending: Some(Box::new(Change {
-                            after: Some(observed),
+                            after: Some(observed.to_state()),
                             initial,
+                            incarnation_ms: observed.observed_at_ms,
                             sweep,
                             since: Instant::now(),
                         })),
@@ -257,6 +305,7 @@ impl Store {
                         ..Entry::default()
                     },
                 );
+                self.generation.fetch_add(1, Ordering::Release);
                 queue = true;
             }
         }
@@ -267,14 +316,14 @@ impl Store {
 
     /// Debounce: true once `observed` has been seen in `confirm_sweeps` consecutive
     /// sweeps. A different state in between restarts the count.
-    fn confirmed(&self, e: &mut Entry, observed: &AgentState) -> bool {
+    fn confirmed(&self, e: &mut Entry, observed: &AgentView<'_>) -> bool {
         let seen = match e.candidate.as_deref_mut() {
-            Some((c, n)) if !self.diff.differs(c, observed) => {
+            Some((c, n)) if !self.diff.differs_view(&c.view(), observed) => {
                 *n += 1;
                 *n
             }
             _ => {
-                e.candidate = Some(Box::new((observed.clone(), 1)));
+                e.candidate = Some(Box::new((observed.to_state(), 1)));
                 1
             }
         };
@@ -308,6 +357,7 @@ impl Store {
                 e.pending = Some(Box::new(Change {
                     after: None,
                     initial: false,
+                    incarnation_ms: 0,
                     sweep,
                     since: Instant::now(),
                 }));
@@ -335,9 +385,11 @@ impl Store {
         let change = e.pending.take()?;
         let (op, changed) = match (&e.acked, &change.after) {
             (None, None) => {
-                // Deleted before it was ever announced: nothing to tell anyone.
+                // Deleted before it was (re-)announced: nothing to tell anyone. An agent
+                // never announced at all leaves; one with history keeps its seq.
                 drop(e);
-                self.map.remove_if(agent_id, |_, e| e.is_settled());
+                self.map
+                    .remove_if(agent_id, |_, e| e.seq == 0 && e.is_settled());
                 return None;
             }
             (None, Some(_)) if change.initial => (Op::Snapshot, Vec::new()),
@@ -351,7 +403,21 @@ impl Store {
                 (Op::Update, fields)
             }
         };
-        let seq = e.seq + 1;
+        // A first event starts a new incarnation (also for an agent that was deleted and
+        // came back), so its event ids never repeat earlier ones.
+        let (seq, incarnation_ms) = if op == Op::Create || op == Op::Snapshot {
+            let inc = if change.incarnation_ms > 0 {
+                change.incarnation_ms
+            } else {
+                now_ms
+            };
+            // A deleted agent this process still remembers continues its seq.
+            (e.seq + 1, inc)
+        } else {
+            (e.seq + 1, e.incarnation_ms)
+        };
+        let mut change = change;
+        change.incarnation_ms = incarnation_ms;
         let event = AgentEvent {
             op: op as i32,
             before: if op == Op::Update || op == Op::Delete {
@@ -363,9 +429,10 @@ impl Store {
             ts_ms: now_ms,
             seq,
             sweep: change.sweep,
-            event_id: super::event_id(agent_id, seq),
+            event_id: super::event_id(agent_id, incarnation_ms, seq),
             source: source.to_owned(),
             changed_fields: changed,
+            incarnation_ms,
         };
         e.in_flight = Some(change);
         Some(OutEvent { event })
@@ -376,8 +443,11 @@ impl Store {
         let mut work = Vec::new();
         if let Some(mut e) = self.map.get_mut(agent_id) {
             if let Some(c) = e.in_flight.take() {
-                e.acked = c.after;
+                if e.acked.is_none() && c.after.is_some() {
+                    e.incarnation_ms = c.incarnation_ms;
+                }
                 e.seq += 1;
+                e.acked = c.after;
                 e.state_dirty = true;
                 if !e.state_queued && !e.state_in_flight {
                     e.state_queued = true;
@@ -426,6 +496,7 @@ impl Store {
         Some(OutState {
             state: e.acked.clone(),
             seq: e.seq,
+            incarnation_ms: e.incarnation_ms,
         })
     }
 
@@ -441,9 +512,10 @@ impl Store {
         if let Some(k) = requeue {
             self.push(Work::State(k));
         } else {
-            // A deleted agent whose tombstone is written leaves the snapshot.
-            self.map
-                .remove_if(agent_id, |_, e| e.acked.is_none() && e.is_settled());
+            // A deleted agent whose tombstone is written stays as a bare entry (no state,
+            // just its seq) so that if it comes back its seq continues. These are
+            // counted nowhere and cost ~150 bytes each: memory grows with the number
+            // of distinct agents deleted during this process's life.
         }
     }
 

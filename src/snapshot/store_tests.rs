@@ -69,7 +69,7 @@ fn a_change_is_an_update_with_before_after_and_the_next_seq() {
     assert_eq!(e.before.expect("before").status_code, 2);
     assert_eq!(e.after.expect("after").status_code, 3);
     assert_eq!(e.changed_fields, vec!["status_code", "status", "alive"]);
-    assert_eq!(e.event_id, crate::snapshot::event_id("a", 6));
+    assert_eq!(e.event_id, crate::snapshot::event_id("a", 0, 6));
 }
 
 #[test]
@@ -164,7 +164,9 @@ fn an_agent_missing_from_k_successful_refreshes_is_deleted_once() {
     let tomb = s.take_state("a").expect("tombstone");
     assert!(tomb.state.is_none());
     s.state_acked("a");
-    assert!(s.is_empty());
+    assert_eq!(s.stats().agents, 0, "gone from every count");
+    assert!(s.acked("a").is_none());
+    assert_eq!(s.unflushed(), 0);
 }
 
 #[test]
@@ -232,4 +234,31 @@ fn with_confirm_sweeps_first_sightings_are_not_delayed() {
     s.finish_restore();
     s.observe("a", st("a", 2), 1);
     assert_eq!(drain(&mut rx), vec![ev("a")]);
+}
+
+#[test]
+fn an_agent_that_returns_after_its_delete_starts_a_new_incarnation_with_new_event_ids() {
+    let (s, _rx) = Store::new();
+    s.finish_restore();
+    s.end_initial_snapshot();
+    let mut first = st("a", 2);
+    first.observed_at_ms = 1000;
+    s.observe("a", first, 1);
+    let create = s.take_event("a", "src", 1000).expect("create").event;
+    s.event_acked("a");
+    s.take_state("a").expect("state");
+    s.state_acked("a");
+    s.inventory_refreshed(&|_: &str| false, 1, 2);
+    let delete = s.take_event("a", "src", 2000).expect("delete").event;
+    assert_eq!((delete.seq, delete.incarnation_ms), (2, 1000));
+    s.event_acked("a");
+    s.take_state("a").expect("tombstone");
+    s.state_acked("a");
+    let mut again = st("a", 2);
+    again.observed_at_ms = 5000;
+    s.observe("a", again, 3);
+    let back = s.take_event("a", "src", 5000).expect("create again").event;
+    assert_eq!(back.op, Op::Create as i32);
+    assert_eq!((back.seq, back.incarnation_ms), (3, 5000), "seq continues");
+    assert_ne!(back.event_id, create.event_id, "new incarnation, new ids");
 }

@@ -538,8 +538,25 @@ impl ServiceProcess {
         self.child.as_ref().expect("running").id()
     }
 
+    /// What the child wrote to stderr, ANSI colour codes removed (the text log format
+    /// colours its output even when stderr is a file).
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+        let raw = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // CSI: ESC '[' parameters, ended by a letter.
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
     }
 
     /// GET `path` on the service's HTTP endpoint: (status, body), or `None` while it

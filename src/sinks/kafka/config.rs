@@ -31,6 +31,10 @@ pub struct KafkaConfig {
     /// start to restore the snapshot.
     #[serde(default = "default_state_topic")]
     pub state_topic: String,
+    /// Topic the GSE slot receiver writes accepted messages to (key = `message_id`,
+    /// value = the request body as received); its worker consumes it (`[slot]`).
+    #[serde(default = "default_slot_topic")]
+    pub slot_topic: String,
     /// "protobuf" (default) or "json".
     #[serde(default)]
     pub format: Format,
@@ -73,6 +77,9 @@ fn default_events_topic() -> String {
 fn default_state_topic() -> String {
     "agentwatch.state".to_owned()
 }
+fn default_slot_topic() -> String {
+    "agentwatch.slot".to_owned()
+}
 fn default_true() -> bool {
     true
 }
@@ -98,6 +105,7 @@ impl Default for KafkaConfig {
             brokers: default_brokers(),
             events_topic: default_events_topic(),
             state_topic: default_state_topic(),
+            slot_topic: default_slot_topic(),
             format: Format::default(),
             source: None,
             create_topics: true,
@@ -130,6 +138,7 @@ impl KafkaConfig {
         for (path, topic) in [
             ("kafka.events_topic", &self.events_topic),
             ("kafka.state_topic", &self.state_topic),
+            ("kafka.slot_topic", &self.slot_topic),
         ] {
             if let Err(reason) = check_topic_name(topic) {
                 errs.push(path, reason);
@@ -137,6 +146,12 @@ impl KafkaConfig {
         }
         if self.events_topic == self.state_topic {
             errs.push("kafka.state_topic", "must differ from kafka.events_topic");
+        }
+        if self.slot_topic == self.events_topic || self.slot_topic == self.state_topic {
+            errs.push(
+                "kafka.slot_topic",
+                "must differ from kafka.events_topic and kafka.state_topic",
+            );
         }
         if !(1..=10_000).contains(&self.partitions) {
             errs.push("kafka.partitions", "must be between 1 and 10000");

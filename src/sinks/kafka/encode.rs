@@ -153,6 +153,7 @@ mod tests {
             event_id: "id".into(),
             source: "agentwatch://t".into(),
             changed_fields: vec!["status_code".into()],
+            incarnation_ms: 1_600_000_000_000,
         }
     }
 

@@ -178,7 +178,9 @@ fn restore_blocking(
         let format = cfg.format.from_content_type(ct);
         match encode::decode_state(payload, format) {
             Ok(rec) => match rec.state {
-                Some(state) if state.agent_id == key => store.restore(key, state, rec.seq),
+                Some(state) if state.agent_id == key => {
+                    store.restore_record(key, state, rec.seq, rec.incarnation_ms)
+                }
                 _ => {
                     report.invalid += 1;
                     tracing::warn!(

@@ -72,7 +72,7 @@ impl KafkaSink {
         grace: Duration,
     ) -> usize {
         let mut in_flight: FuturesUnordered<BoxFuture<'static, Done>> = FuturesUnordered::new();
-        let mut retries: DelayQueue<Work> = DelayQueue::new();
+        let mut retries = Retries::default();
         let mut bytes_in_flight = 0usize;
         let mut failure_streak = 0u32;
         let mut deadline: Option<tokio::time::Instant> = None;
@@ -86,18 +86,25 @@ impl KafkaSink {
                     bytes_in_flight = bytes_in_flight.saturating_sub(done.bytes);
                     match done.result {
                         Ok(()) => {
-                            failure_streak = 0;
+                            if failure_streak > 0 {
+                                // The broker is back: retry everything waiting out its
+                                // back-off now rather than up to 15 s later.
+                                failure_streak = 0;
+                                for w in retries.drain() {
+                                    self.store.requeue(w);
+                                }
+                            }
                             self.acked(&done.work, done.op);
                         }
                         Err(e) => {
                             failure_streak = failure_streak.saturating_add(1);
                             self.failed(done.work, &e, failure_streak, &mut retries);
-                            self.replace_producer_if_fatal().await;
+                            self.replace_producer_if_broken(&e).await;
                         }
                     }
                 }
-                Some(expired) = retries.next(), if !retries.is_empty() => {
-                    self.store.requeue(expired.into_inner());
+                Some(w) = retries.next(), if !retries.is_empty() => {
+                    self.store.requeue(w);
                 }
                 w = work.recv(), if room => {
                     let Some(w) = w else { break };
@@ -143,7 +150,7 @@ impl KafkaSink {
         &self,
         w: Work,
         failure_streak: &mut u32,
-        retries: &mut DelayQueue<Work>,
+        retries: &mut Retries,
     ) -> Option<(usize, BoxFuture<'static, Done>)> {
         let format = self.cfg.format;
         let (topic, key, payload, headers, op) = match &w {
@@ -167,6 +174,7 @@ impl KafkaSink {
                             state: Some(state),
                             seq: out.seq,
                             written_at_ms: Self::now_ms(),
+                            incarnation_ms: out.incarnation_ms,
                         },
                         format,
                     )
@@ -216,11 +224,23 @@ impl KafkaSink {
     /// inconsistent after messages timed out during a broker outage, on brokers that
     /// cannot bump the producer epoch). It never recovers by itself, so it is replaced;
     /// everything it still held fails back into the store's pending changes.
-    async fn replace_producer_if_fatal(&mut self) {
-        let Some((code, reason)) = self.producer.client().fatal_error() else {
-            return;
+    ///
+    /// Some brokers (tansu among them) instead answer every later produce with
+    /// PRODUCER_FENCED / an epoch or sequence error once messages timed out; librdkafka
+    /// does not flag that as fatal, but the producer id is dead all the same.
+    async fn replace_producer_if_broken(&mut self, last: &KafkaError) {
+        let (code, reason) = match self.producer.client().fatal_error() {
+            Some(f) => f,
+            None => match last.rdkafka_error_code() {
+                Some(code) if is_dead_producer_id(code) => (code, last.to_string()),
+                _ => return,
+            },
         };
-        tracing::error!(?code, reason, "Kafka producer hit a fatal error; creating a new one");
+        tracing::error!(
+            ?code,
+            reason,
+            "Kafka producer hit a fatal error; creating a new one"
+        );
         self.metrics.kafka_producer_restarts_total.inc();
         match super::create_producer(&self.cfg) {
             Ok(fresh) => {
@@ -230,7 +250,9 @@ impl KafkaSink {
                 // async workers.
                 let _ = tokio::task::spawn_blocking(move || drop(old)).await;
             }
-            Err(e) => tracing::error!(error = %e, "cannot create a new Kafka producer; retrying on the next failure"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create a new Kafka producer; retrying on the next failure")
+            }
         }
     }
 
@@ -247,7 +269,7 @@ impl KafkaSink {
         }
     }
 
-    fn failed(&self, w: Work, e: &KafkaError, streak: u32, retries: &mut DelayQueue<Work>) {
+    fn failed(&self, w: Work, e: &KafkaError, streak: u32, retries: &mut Retries) {
         self.metrics.kafka_delivery_errors_total.inc();
         // One line per failure would flood the log during an outage; log the first of
         // a streak and then every 1000th.
@@ -262,6 +284,53 @@ impl KafkaSink {
             retries.insert(w, retry_delay(streak));
         }
     }
+}
+
+/// Records waiting out a back-off before they are produced again; drainable, so a
+/// recovered broker gets them at once.
+#[derive(Default)]
+struct Retries {
+    queue: DelayQueue<Work>,
+    keys: std::collections::HashSet<tokio_util::time::delay_queue::Key>,
+}
+
+impl Retries {
+    fn insert(&mut self, w: Work, delay: Duration) {
+        let key = self.queue.insert(w, delay);
+        self.keys.insert(key);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    async fn next(&mut self) -> Option<Work> {
+        let expired = std::future::poll_fn(|cx| self.queue.poll_expired(cx)).await?;
+        self.keys.remove(&expired.key());
+        Some(expired.into_inner())
+    }
+
+    fn drain(&mut self) -> Vec<Work> {
+        let keys: Vec<_> = self.keys.drain().collect();
+        keys.into_iter()
+            .filter_map(|k| self.queue.try_remove(&k))
+            .map(|e| e.into_inner())
+            .collect()
+    }
+}
+
+/// Errors after which this producer id can never produce again.
+fn is_dead_producer_id(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::ProducerFenced
+            | C::InvalidProducerEpoch
+            | C::OutOfOrderSequenceNumber
+            | C::UnknownProducerId
+            | C::InvalidProducerIdMapping
+            | C::Fatal
+    )
 }
 
 /// Exponential back-off over the current failure streak, with jitter so a recovering

@@ -14,8 +14,8 @@ use super::{client_config, KafkaConfig, SinkError};
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Creates the events and state topics when missing, then checks the state topic is
-/// compacted.
+/// Creates the events, state and slot topics when missing, then checks the state topic
+/// is compacted.
 pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<(), SinkError> {
     let admin: AdminClient<DefaultClientContext> =
         client_config(cfg).create().map_err(SinkError::Client)?;
@@ -33,12 +33,22 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<(), SinkError> {
             TopicReplication::Fixed(cfg.replication_factor),
         )
         .set("cleanup.policy", "compact"),
+        // GSE slot messages: a work queue, not state (see `crate::slot`).
+        NewTopic::new(
+            &cfg.slot_topic,
+            cfg.partitions,
+            TopicReplication::Fixed(cfg.replication_factor),
+        )
+        .set("cleanup.policy", "delete"),
     ];
     let results = admin
         .create_topics(&topics, &opts)
         .await
         .map_err(|source| SinkError::CreateTopic {
-            topic: format!("{}, {}", cfg.events_topic, cfg.state_topic),
+            topic: format!(
+                "{}, {}, {}",
+                cfg.events_topic, cfg.state_topic, cfg.slot_topic
+            ),
             source,
         })?;
     for r in results {
