@@ -36,6 +36,8 @@ pub enum AppError {
     Api(#[from] ApiError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Slot(#[from] crate::slot::SlotError),
     #[error("a task failed: {0}")]
     Task(String),
 }
@@ -94,7 +96,22 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     // The endpoint outlives the poller and sink so the final metrics can be scraped
     // during the drain; it stops last.
     let http_stop = CancellationToken::new();
-    let router = http::router(metrics.clone(), health.clone());
+    let (store, work) = Store::with_options(StoreOptions {
+        confirm_sweeps: cfg.poll.confirm_sweeps,
+        diff: Diff {
+            info: TrackedInfo::from_names(&cfg.gse.tracked_info_fields),
+        },
+    });
+    let query = http::QueryOptions {
+        shard: cfg.shard.shard().into(),
+        ..http::QueryOptions::from_config(&cfg.http)
+    };
+    let router = http::router(metrics.clone(), health.clone(), store.clone(), query);
+    // `[slot]`: the GSE slot receiver answers on the same endpoint.
+    let router = match cfg.slot.enabled {
+        true => router.merge(crate::slot::router(&cfg.slot, &cfg.kafka, metrics.clone())?),
+        false => router,
+    };
     let http_task = tokio::spawn(http::serve(listener, router, http_stop.clone()));
     tracing::info!(addr = %http_addr, "serving /metrics, /healthz, /readyz");
 
@@ -115,12 +132,6 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let shard = cfg.shard.shard();
     metrics.shard_index.set(i64::from(shard.index));
     metrics.shard_total.set(i64::from(shard.total));
-    let (store, work) = Store::with_options(StoreOptions {
-        confirm_sweeps: cfg.poll.confirm_sweeps,
-        diff: Diff {
-            info: TrackedInfo::from_names(&cfg.gse.tracked_info_fields),
-        },
-    });
     let poller = Poller::new(
         cfg.poll.clone(),
         gse,
@@ -136,6 +147,15 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let trigger = poller.trigger();
     let (sweeps, _) = broadcast::channel(64);
     let forward = sweeps.clone();
+    let slot_worker = match cfg.slot.enabled {
+        true => Some(crate::slot::Worker::from_config(
+            &cfg,
+            store.clone(),
+            health.clone(),
+            metrics.clone(),
+        )?),
+        false => None,
+    };
     let task = {
         let (store, metrics, health) = (store.clone(), metrics.clone(), health.clone());
         tokio::spawn(async move {
@@ -159,6 +179,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
                     KafkaSink::new(producer, store.clone(), cfg.kafka.clone(), metrics.clone());
                 let sink_task = tokio::spawn(sink.run(work, shutdown.clone(), cfg.shutdown.grace));
                 let poller_task = tokio::spawn(poller.run(shutdown.clone()));
+                let slot_task = slot_worker.map(|w| tokio::spawn(w.run_logged(shutdown.clone())));
                 // Readiness: restored, and one sweep finished with an inventory.
                 let ready_task = tokio::spawn(async move {
                     while let Ok(r) = reports.recv().await {
@@ -174,6 +195,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
                     .await
                     .map_err(|e| AppError::Task(e.to_string()))?;
                 let unflushed = sink_task.await.map_err(|e| AppError::Task(e.to_string()))?;
+                if let Some(t) = slot_task {
+                    t.await.map_err(|e| AppError::Task(e.to_string()))?;
+                }
                 ready_task.abort();
                 Ok::<_, AppError>(Exit { unflushed })
             }

@@ -23,12 +23,16 @@
 //! - [`http`]: metrics and health endpoints.
 //! - [`metrics`]: every Prometheus metric, registered in one place.
 //! - [`sim`]: the BlueKing simulator used by `agentwatch simulate`, the demo and tests.
+//! - [`slot`]: the GSE message-slot receiver (`/api/v4/bk_gse_slot/` → Kafka) and the
+//!   worker answering `fetch/host/dataid` through `dispatch_message`.
+//! - [`cli`]: `agentwatch gse ...`, GSE data-link admin and direct status queries.
 //! - [`shard`]: which agents this replica owns when several split the work.
 //! - [`app`]: wiring of `agentwatch run`; [`demo`]: the zero-setup demo.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod benchmark;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod http;
@@ -38,5 +42,6 @@ pub mod proto;
 pub mod shard;
 pub mod sim;
 pub mod sinks;
+pub mod slot;
 pub mod snapshot;
 pub mod sources;

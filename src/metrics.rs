@@ -58,9 +58,18 @@ pub struct Metrics {
     /// This replica's shard and the number of shards (`[shard]`).
     pub shard_index: IntGauge,
     pub shard_total: IntGauge,
+    /// Query API requests by `route` (the closed set [`QUERY_ROUTES`]) and HTTP
+    /// status `code`.
+    pub query_requests_total: IntCounterVec,
     /// State-topic records read at start-up, and how long the restore took.
     pub restored_agents: IntGauge,
     pub restore_duration_seconds: prometheus::Gauge,
+    /// GSE slot messages by `result` (one of [`SLOT_RESULTS`]): the receiver counts
+    /// accepted / unauthorized / too_large / invalid / kafka_unavailable, the worker
+    /// everything else.
+    pub slot_messages_total: IntCounterVec,
+    /// Time from producing an accepted slot message to the broker's acknowledgement.
+    pub slot_produce_duration_seconds: Histogram,
 }
 
 pub const UPSTREAM_OUTCOMES: &[&str] = &[
@@ -73,6 +82,25 @@ pub const UPSTREAM_OUTCOMES: &[&str] = &[
     "envelope",
     "decode",
     "too_large",
+];
+
+/// Route labels of `agentwatch_query_requests_total` (names, never ids).
+pub const QUERY_ROUTES: &[&str] = &["agent", "status", "list", "summary"];
+
+/// `result` label values of `agentwatch_slot_messages_total`.
+pub const SLOT_RESULTS: &[&str] = &[
+    "accepted",
+    "unauthorized",
+    "too_large",
+    "invalid",
+    "kafka_unavailable",
+    "duplicate",
+    "handled",
+    "unknown_type",
+    "bad_content",
+    "unknown_agent",
+    "other_shard",
+    "dispatch_failed",
 ];
 
 impl Metrics {
@@ -207,6 +235,14 @@ impl Metrics {
                 "1 once the state is restored and the first sweep has completed.",
             )
             .expect("static metric definition"),
+            query_requests_total: IntCounterVec::new(
+                Opts::new(
+                    "agentwatch_query_requests_total",
+                    "Status query API requests by route and HTTP status code.",
+                ),
+                &["route", "code"],
+            )
+            .expect("static metric definition"),
             restored_agents: IntGauge::new(
                 "agentwatch_restored_agents",
                 "Agents restored from the state topic at start-up.",
@@ -215,6 +251,24 @@ impl Metrics {
             restore_duration_seconds: prometheus::Gauge::new(
                 "agentwatch_restore_duration_seconds",
                 "Time taken to restore the snapshot from the state topic.",
+            )
+            .expect("static metric definition"),
+            slot_messages_total: IntCounterVec::new(
+                Opts::new(
+                    "agentwatch_slot_messages_total",
+                    "GSE slot messages by result (receiver and worker).",
+                ),
+                &["result"],
+            )
+            .expect("static metric definition"),
+            slot_produce_duration_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "agentwatch_slot_produce_duration_seconds",
+                    "Time from producing an accepted slot message to the broker's ack.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
             )
             .expect("static metric definition"),
             registry,
@@ -246,8 +300,11 @@ impl Metrics {
             Box::new(self.ready.clone()),
             Box::new(self.shard_index.clone()),
             Box::new(self.shard_total.clone()),
+            Box::new(self.query_requests_total.clone()),
             Box::new(self.restored_agents.clone()),
             Box::new(self.restore_duration_seconds.clone()),
+            Box::new(self.slot_messages_total.clone()),
+            Box::new(self.slot_produce_duration_seconds.clone()),
         ];
         for c in collectors {
             // Names are static and distinct; a failure here is a programming error
@@ -263,6 +320,12 @@ impl Metrics {
         }
         for r in ["success", "failed"] {
             self.inventory_refreshes_total.with_label_values(&[r]);
+        }
+        for r in SLOT_RESULTS {
+            self.slot_messages_total.with_label_values(&[r]);
+        }
+        for r in QUERY_ROUTES {
+            self.query_requests_total.with_label_values(&[r, "200"]);
         }
     }
 

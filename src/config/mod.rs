@@ -53,6 +53,8 @@ pub struct Config {
     #[serde(default)]
     pub shutdown: ShutdownConfig,
     #[serde(default)]
+    pub slot: crate::slot::SlotConfig,
+    #[serde(default)]
     pub log: LogConfig,
 }
 
@@ -74,6 +76,7 @@ impl Config {
         self.http.validate(&mut errs);
         self.shard.validate(&mut errs);
         self.shutdown.validate(&mut errs);
+        self.slot.validate(&self.gse, &mut errs);
         errs.into_result()
     }
 

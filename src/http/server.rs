@@ -6,7 +6,8 @@ use std::sync::{
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Router};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use super::query::{self, QueryOptions};
+use crate::{metrics::Metrics, snapshot::Store};
 
 /// Liveness and readiness latches, shared with the tasks that set them.
 #[derive(Clone, Default)]
@@ -31,12 +32,22 @@ struct AppState {
     health: Health,
 }
 
-pub fn router(metrics: Arc<Metrics>, health: Health) -> Router {
+/// Health and metrics endpoints plus the status query API (`/api/v1/...`).
+pub fn router(
+    metrics: Arc<Metrics>,
+    health: Health,
+    store: Arc<Store>,
+    query: QueryOptions,
+) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, health })
+        .with_state(AppState {
+            metrics: metrics.clone(),
+            health,
+        })
+        .merge(query::routes(store, metrics, query))
 }
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {

@@ -13,6 +13,8 @@
 //!   IPv4 only (IPv6-only hosts, see `SimConfig::ipv6_only_ratio`, are never in them);
 //! - CMDB `list_hosts_without_biz` / `list_biz_hosts` (gateway and ESB) — the same hosts
 //!   as NodeMan, paged by `start`/`limit` (see `cmdb`);
+//! - GSE data-link admin (`data/*_streamto`, `data/*_route`, ESB `config_*`) kept in memory,
+//!   and `cluster/dispatch_message` recorded for tests (see `admin`);
 //! - `/_sim/*` — a control API (no auth) to change the truth, schedule faults and read
 //!   counters. The same operations are methods on [`Simulator`] for in-process tests.
 //!
@@ -26,6 +28,7 @@
 //! Every request costs O(batch): ids and addresses are hash-indexed and a NodeMan page is a
 //! slice, so the simulator stays cheap at a million agents.
 
+mod admin;
 mod auth;
 mod cmdb;
 mod config;
@@ -55,6 +58,7 @@ use rand::SeedableRng;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use admin::{DispatchedMessage, SimRoute, SimStreamTo};
 pub use config::SimConfig;
 pub use faults::{Endpoint, FaultConfig, FaultKind};
 pub use gse::MAX_IDS_PER_CALL;
@@ -104,6 +108,8 @@ pub struct Simulator {
     request_seq: AtomicU64,
     /// Whether GSE 2.0 exists (see [`Simulator::set_gse_v2_enabled`]).
     gse_v2: AtomicBool,
+    /// Stream_to / route configs and recorded dispatches.
+    admin: admin::AdminState,
 }
 
 impl Simulator {
@@ -124,6 +130,7 @@ impl Simulator {
             shutdown: Mutex::new(CancellationToken::new()),
             request_seq: AtomicU64::new(0),
             gse_v2: AtomicBool::new(cfg.gse_v2),
+            admin: admin::AdminState::default(),
             cfg,
         })
     }
@@ -162,6 +169,7 @@ impl Simulator {
             .route(paths::GSE_GET_AGENT_INFO, agent_info())
             .route("/api/c/compapi/v2/gse/get_agent_info", agent_info())
             .merge(cmdb::routes())
+            .merge(admin::routes())
             .merge(control::routes())
             .fallback(gateway::not_found)
             .method_not_allowed_fallback(gateway::not_found)

@@ -1,5 +1,6 @@
 //! GSE: realtime agent status.
 
+pub mod admin;
 mod config;
 mod info;
 pub mod status;

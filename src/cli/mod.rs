@@ -1,0 +1,3 @@
+//! Command-line tools beyond `run` that share the service's config and client layer.
+
+pub mod gse;
