@@ -95,6 +95,9 @@ enum Command {
     /// GSE data links (stream_to / route), dispatch_message and realtime agent status,
     /// straight from GSE with the service's config. Exit 1 when GSE answers an error.
     Gse(agentwatch::cli::gse::GseArgs),
+    /// Follow the events topic: one readable line per event (`before → after` of what
+    /// changed), filtered by agent, op or status.
+    Tail(agentwatch::cli::tail::TailArgs),
     /// Zero-setup demo: simulator + in-process Kafka mock cluster + the service.
     Demo {
         #[arg(long, default_value_t = 10_000)]
@@ -228,6 +231,7 @@ fn main() -> ExitCode {
                 report(simulate(&listen, cfg).await)
             }
             Command::Gse(args) => agentwatch::cli::gse::run(args).await,
+            Command::Tail(args) => agentwatch::cli::tail::run(args).await,
             Command::Demo {
                 agents,
                 flap_rate,

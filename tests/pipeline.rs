@@ -323,3 +323,65 @@ async fn protobuf_payloads_decode_with_the_published_proto_file() {
     }
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_prints_one_readable_line_per_event_filtered_by_agent_and_op() {
+    let broker = Broker::shared();
+    let sim = Sim::start(sim_config(60)).await;
+    let cfg = service_config(&sim, &broker.brokers, "tail");
+    let svc = Service::start(&cfg).await;
+    svc.settle().await;
+    let target = sim
+        .sim
+        .truth()
+        .into_iter()
+        .find(|t| t.in_gse && t.status_code == 2)
+        .expect("a running agent");
+    svc.between_sweeps().await;
+    assert!(sim.sim.set_status(&target.agent_id, 3));
+    svc.settle_after_sweeps(3).await;
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agentwatch"))
+        .args(["tail", "--brokers", &broker.brokers, "--topic"])
+        .arg(&cfg.kafka.events_topic)
+        .args(["--from-beginning", "--idle-timeout", "5s", "--agent"])
+        .arg(&target.agent_id)
+        .output()
+        .expect("tail runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "snapshot + update of that agent only:\n{stdout}"
+    );
+    assert!(lines[0].contains("snapshot") && lines[0].contains(&target.agent_id));
+    assert!(lines[1].contains("update") && lines[1].contains("status running → lossy"));
+
+    let json = std::process::Command::new(env!("CARGO_BIN_EXE_agentwatch"))
+        .args(["tail", "--brokers", &broker.brokers, "--topic"])
+        .arg(&cfg.kafka.events_topic)
+        .args([
+            "--from-beginning",
+            "--idle-timeout",
+            "5s",
+            "--op",
+            "update",
+            "--json",
+        ])
+        .output()
+        .expect("tail runs");
+    let stdout = String::from_utf8_lossy(&json.stdout);
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["after"]["agent_id"], target.agent_id.as_str());
+    svc.stop().await;
+}

@@ -1,3 +1,4 @@
 //! Command-line tools beyond `run` that share the service's config and client layer.
 
 pub mod gse;
+pub mod tail;
