@@ -458,7 +458,7 @@ impl Poller {
         let now = unix_ms();
         let api = self.gse.active();
         let v1 = self.gse.needs_ipv4();
-        let by_id: HashMap<&str, &GseAgentState> =
+        let by_id: ahash::HashMap<&str, &GseAgentState> =
             states.iter().map(|s| (s.agent_id.as_str(), s)).collect();
         for i in r {
             let id = &inv.ids[i];
@@ -482,8 +482,12 @@ impl Poller {
     }
 
     fn publish_gauges(&self, stats: &crate::snapshot::Stats) {
+        let mut by_name: HashMap<&str, i64> = HashMap::new();
+        for (code, n) in &stats.by_code {
+            *by_name.entry(self.names.name(*code)).or_default() += n;
+        }
         for name in self.names.all_names() {
-            let n = stats.by_status.get(&name).copied().unwrap_or(0);
+            let n = by_name.get(name.as_str()).copied().unwrap_or(0);
             self.metrics.agents.with_label_values(&[&name]).set(n);
         }
         self.metrics.stale_agents.set(stats.stale as i64);

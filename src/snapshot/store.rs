@@ -127,7 +127,9 @@ pub struct OutState {
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
     pub agents: usize,
-    pub by_status: std::collections::HashMap<String, i64>,
+    /// Agents per raw status code (names are applied by the caller: counting by an
+    /// integer avoids a string clone per agent per sweep).
+    pub by_code: std::collections::HashMap<i32, i64>,
     pub stale: usize,
     pub pending: usize,
     pub oldest_pending: Option<std::time::Duration>,
@@ -153,7 +155,9 @@ impl Default for StoreOptions {
 }
 
 pub struct Store {
-    pub(super) map: DashMap<Arc<str>, Entry>,
+    /// aHash rather than SipHash: one lookup per agent per sweep makes the hash a
+    /// measurable share of a sweep; aHash is still randomly keyed per process.
+    pub(super) map: DashMap<Arc<str>, Entry, ahash::RandomState>,
     /// Bumped whenever an agent appears or the host id / cloud / IP of its latest state
     /// changes: the query API's lookup index is rebuilt when it moved (`query.rs`).
     /// Removals do not bump it; lookups verify what the index points at.
@@ -178,7 +182,7 @@ impl Store {
     pub fn with_options(opts: StoreOptions) -> (Arc<Store>, mpsc::UnboundedReceiver<Work>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let store = Store {
-            map: DashMap::new(),
+            map: DashMap::with_hasher(ahash::RandomState::new()),
             generation: AtomicU64::new(0),
             initial_snapshot: AtomicBool::new(true),
             confirm_sweeps: opts.confirm_sweeps.max(1),
@@ -552,7 +556,7 @@ impl Store {
         for e in self.map.iter() {
             let Some(latest) = e.latest() else { continue };
             s.agents += 1;
-            *s.by_status.entry(latest.status.clone()).or_default() += 1;
+            *s.by_code.entry(latest.status_code).or_default() += 1;
             if e.stale {
                 s.stale += 1;
             }

@@ -189,7 +189,7 @@ fn stale_agents_keep_their_state_and_are_counted() {
     s.mark_stale("a");
     let stats = s.stats();
     assert_eq!(stats.stale, 1);
-    assert_eq!(stats.by_status.get("running"), Some(&1));
+    assert_eq!(stats.by_code.get(&2), Some(&1));
     assert_eq!(stats.pending, 0);
 }
 
