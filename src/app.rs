@@ -113,7 +113,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         false => router,
     };
     let http_task = tokio::spawn(http::serve(listener, router, http_stop.clone()));
-    tracing::info!(addr = %http_addr, "serving /metrics, /healthz, /readyz");
+    tracing::info!(addr = %http_addr, "serving /metrics, /healthz, /readyz and /api/v1");
 
     let gse = StatusSource::new(&cfg.gse, &cfg.bk, metrics.clone())?;
     let source = InventorySource::from_config(&cfg, metrics.clone())?;

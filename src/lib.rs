@@ -9,25 +9,29 @@
 //!  │ (inventory)  │        ▼    │  acked / pending /   │       │ (idempotent,      │──▶ state topic
 //!  └──────────────┘   poller/ ─▶│  in-flight per agent │◀──────│  acks=all)        │    (compacted)
 //!  ┌──────────────┐   (sweep,   │ diff (pure)          │ acks  └───────────────────┘
-//!  │ gse v2       │──▶ merge)   └──────────────────────┘              ▲
+//!  │ gse v2 / v1  │──▶ merge)   └──────────────────────┘              ▲
 //!  │ (batches)    │                     ▲  restore at start ──────────┘
 //!  └──────────────┘                     │
-//!  sources/bk: one HTTP client layer    http/: /metrics /healthz /readyz (reads only)
+//!  sources/bk: one HTTP client layer    http/: /metrics /healthz /readyz, /api/v1 query
+//!  (inventory also: cmdb, file)                (reads only)
 //! ```
 //!
 //! - [`config`]: TOML + `AGENTWATCH__SECTION__KEY` overrides, every bad field reported.
-//! - [`sources`]: BlueKing API clients (shared retry/auth/envelope layer, GSE, NodeMan).
-//! - [`poller`]: inventory refresh + GSE sweep, merging both into `AgentState`s.
+//! - [`sources`]: BlueKing API clients (shared retry/auth/envelope layer, GSE v2/v1,
+//!   NodeMan hosts and plugins, CMDB) and the static-file inventory.
+//! - [`poller`]: inventory refresh + GSE sweep, merging both into borrowed agent views.
 //! - [`snapshot`]: the per-agent store and the pure diff.
 //! - [`sinks`]: the Kafka producer loop, topic checks, start-up restore.
-//! - [`http`]: metrics and health endpoints.
+//! - [`http`]: metrics and health endpoints, and the read-only status query API.
 //! - [`metrics`]: every Prometheus metric, registered in one place.
 //! - [`sim`]: the BlueKing simulator used by `agentwatch simulate`, the demo and tests.
 //! - [`slot`]: the GSE message-slot receiver (`/api/v4/bk_gse_slot/` → Kafka) and the
 //!   worker answering `fetch/host/dataid` through `dispatch_message`.
-//! - [`cli`]: `agentwatch gse ...`, GSE data-link admin and direct status queries.
+//! - [`cli`]: `agentwatch gse ...` (GSE data-link admin, direct status queries),
+//!   `agentwatch tail`.
 //! - [`shard`]: which agents this replica owns when several split the work.
-//! - [`app`]: wiring of `agentwatch run`; [`demo`]: the zero-setup demo.
+//! - [`app`]: wiring of `agentwatch run`; [`demo`]: the zero-setup demo;
+//!   [`benchmark`]: `agentwatch bench`.
 #![forbid(unsafe_code)]
 
 pub mod app;
