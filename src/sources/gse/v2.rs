@@ -82,33 +82,31 @@ impl GseClient {
             return Ok(Vec::new());
         }
         let request = Request { agent_id_list: ids };
-        match self
-            .client
-            .post::<_, Option<Vec<WireState>>>(&self.url, &request)
-            .await
-        {
-            // `data: null` with success: nothing known.
-            Ok(states) => Ok(states
-                .unwrap_or_default()
-                .into_iter()
-                .map(GseAgentState::from)
-                .collect()),
-            Err(ApiError::Business {
-                code: CODE_NONE_FOUND,
-                ..
-            }) => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
+        interpret(
+            self.client
+                .post::<_, Option<Vec<WireState>>>(&self.url, &request)
+                .await,
+        )
     }
 }
 
 /// Decodes a complete `list_agent_state` response body (envelope included) the way
 /// [`GseClient::list_agent_state`] does; public for benchmarks and fuzzing.
 pub fn decode_list_agent_state(body: &[u8]) -> Result<Vec<GseAgentState>, ApiError> {
-    match crate::sources::bk::envelope::decode::<Option<Vec<WireState>>>(
-        "gse cluster/list_agent_state",
-        body,
-    ) {
+    interpret(
+        crate::sources::bk::envelope::decode::<Option<Vec<WireState>>>(
+            "gse cluster/list_agent_state",
+            body,
+        ),
+    )
+}
+
+/// What a decoded answer means: `data: null` with success and business code 1011003
+/// both say "none of these agents is known".
+fn interpret(
+    answer: Result<Option<Vec<WireState>>, ApiError>,
+) -> Result<Vec<GseAgentState>, ApiError> {
+    match answer {
         Ok(states) => Ok(states
             .unwrap_or_default()
             .into_iter()
