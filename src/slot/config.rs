@@ -64,6 +64,11 @@ pub struct SlotConfig {
     /// `{consumer_group}-shard{index}` and answers only for the agents it owns.
     #[serde(default = "default_consumer_group")]
     pub consumer_group: String,
+    /// Consumer-group session timeout of the worker: how long the group waits for a
+    /// worker that vanished before its partitions move. Some brokers (tansu) also hold a
+    /// new member's join for half of it. 6s to 5m (Kafka's default group bounds).
+    #[serde(default = "default_session_timeout", with = "humantime_serde")]
+    pub session_timeout: Duration,
     /// A `message_id` seen again within this window is a duplicate and not handled again.
     #[serde(default = "default_dedup_window", with = "humantime_serde")]
     pub dedup_window: Duration,
@@ -83,6 +88,9 @@ fn default_ack_timeout() -> Duration {
 }
 fn default_consumer_group() -> String {
     "agentwatch-slot".to_owned()
+}
+fn default_session_timeout() -> Duration {
+    Duration::from_secs(45)
 }
 fn default_dedup_window() -> Duration {
     Duration::from_secs(3600)
@@ -120,6 +128,7 @@ impl Default for SlotConfig {
             data_ids: default_data_ids(),
             biz_data_ids: BTreeMap::new(),
             consumer_group: default_consumer_group(),
+            session_timeout: default_session_timeout(),
             dedup_window: default_dedup_window(),
             dedup_capacity: default_dedup_capacity(),
         }
@@ -166,6 +175,11 @@ impl SlotConfig {
         }
         if self.consumer_group.trim().is_empty() {
             errs.push("slot.consumer_group", "must not be empty");
+        }
+        if self.session_timeout < Duration::from_secs(6)
+            || self.session_timeout > Duration::from_secs(300)
+        {
+            errs.push("slot.session_timeout", "must be between 6s and 5m");
         }
         if self.dedup_window.is_zero() {
             errs.push("slot.dedup_window", "must be greater than 0");
@@ -354,6 +368,19 @@ mod tests {
         assert!(errs.is_empty(), "{errs}");
         let t = c.token.as_ref().unwrap();
         assert_eq!(secrecy::ExposeSecret::expose_secret(t), "0123456789abcdef");
+    }
+
+    #[test]
+    fn tokens_are_masked_in_the_effective_config() {
+        let mut c = crate::config::Config::default();
+        c.slot.token = token("inbound-secret-0123456789");
+        c.slot.dispatch_token = token("dispatch-secret");
+        c.slot.slot_id = Some(9);
+        let text = c.to_masked_toml();
+        assert!(!text.contains("inbound-secret"), "{text}");
+        assert!(!text.contains("dispatch-secret"), "{text}");
+        assert!(text.contains("[slot]"), "{text}");
+        assert!(text.contains("slot_id = 9"), "{text}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! the field), 503 the broker did not acknowledge (retry; `data: false`).
 
 use std::{
-    sync::{Arc, PoisonError, RwLock},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -22,7 +22,7 @@ use futures::StreamExt;
 use rdkafka::{
     error::KafkaError,
     message::{Header, OwnedHeaders},
-    producer::{FutureProducer, FutureRecord, Producer},
+    producer::{FutureProducer, FutureRecord},
     util::Timeout,
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -43,9 +43,10 @@ pub const SLOT_PATH: &str = "/api/v4/bk_gse_slot/";
 const ACK_MARGIN: Duration = Duration::from_millis(500);
 
 struct Receiver {
-    /// Replaced when librdkafka reports a fatal error (as the sink does).
-    producer: RwLock<FutureProducer>,
-    kafka: KafkaConfig,
+    /// `slot.token_header` as configured (`HeaderName` is lower-case), for messages.
+    header_shown: String,
+    producer: FutureProducer,
+    topic: String,
     ack_timeout: Duration,
     token: SecretString,
     token_header: HeaderName,
@@ -68,11 +69,12 @@ pub fn router(
         .map_err(|_| SlotError::NotConfigured("a valid slot.token_header"))?;
     let producer = slot_producer(kafka, cfg.ack_timeout).map_err(SlotError::Kafka)?;
     let receiver = Arc::new(Receiver {
-        producer: RwLock::new(producer),
-        kafka: kafka.clone(),
+        producer,
+        topic: kafka.slot_topic.clone(),
         ack_timeout: cfg.ack_timeout,
         token,
         token_header,
+        header_shown: cfg.token_header.clone(),
         max_body: cfg.max_body_bytes,
         metrics,
     });
@@ -82,13 +84,19 @@ pub fn router(
         .with_state(receiver))
 }
 
-/// An idempotent, `acks=all` producer whose records are each their own batch (see the
-/// module docs of [`crate::slot`] for why) and whose delivery timeout is the ack
-/// timeout, so librdkafka gives up when the caller is told to retry.
+/// An `acks=all` producer whose records are each their own batch (see the module docs
+/// of [`crate::slot`] for why) and whose delivery timeout is the ack timeout, so
+/// librdkafka gives up when the caller is told to retry.
+///
+/// Deliberately not idempotent: duplicates are part of this path anyway (the caller
+/// retries after a timeout whose first attempt may have landed) and the worker drops
+/// them by `message_id`; an idempotent producer id, on the other hand, can be fenced for
+/// good after messages time out during an outage (tansu does this), which would need
+/// the producer replaced.
 fn slot_producer(kafka: &KafkaConfig, ack_timeout: Duration) -> Result<FutureProducer, KafkaError> {
     let mut c = client_config(kafka);
     c.set("client.id", "agentwatch-slot")
-        .set("enable.idempotence", "true")
+        .set("enable.idempotence", "false")
         .set("acks", "all")
         .set("linger.ms", "0")
         .set("batch.num.messages", "1")
@@ -107,8 +115,8 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
     if !r.authorized(&headers) {
         SlotResult::Unauthorized.count(&r.metrics);
         let present = headers.contains_key(&r.token_header);
-        tracing::warn!(header = %r.token_header, present, "slot request rejected: bad token");
-        let message = format!("missing or wrong token in header {}", r.token_header);
+        tracing::warn!(header = %r.header_shown, present, "slot request rejected: bad token");
+        let message = format!("missing or wrong token in header {}", r.header_shown);
         return envelope(StatusCode::UNAUTHORIZED, &message, false);
     }
     let bytes = match read_limited(body, &headers, r.max_body).await {
@@ -197,56 +205,23 @@ impl Receiver {
     /// Produces the original body keyed by `message_id` and waits for the broker's
     /// acknowledgement; returns how long that took.
     async fn produce(&self, message_id: &str, body: &[u8]) -> Result<Duration, KafkaError> {
-        let producer = self
-            .producer
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
         let headers = OwnedHeaders::new().insert(Header {
             key: "content-type",
             value: Some("application/json"),
         });
-        let record = FutureRecord::to(&self.kafka.slot_topic)
+        let record = FutureRecord::to(&self.topic)
             .key(message_id)
             .payload(body)
             .headers(headers);
         let started = Instant::now();
         let wait = self.ack_timeout + ACK_MARGIN;
-        let result =
-            match tokio::time::timeout(wait, producer.send(record, Timeout::After(wait))).await {
-                Ok(Ok(_)) => Ok(started.elapsed()),
-                Ok(Err((e, _))) => Err(e),
-                Err(_) => Err(KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
-                )),
-            };
-        if result.is_err() {
-            self.replace_producer_if_fatal(&producer);
-        }
-        result
-    }
-
-    /// An idempotent producer can hit a fatal error; it then refuses everything, so
-    /// replace it (once: whoever sees the same dead producer first swaps it).
-    fn replace_producer_if_fatal(&self, seen: &FutureProducer) {
-        let Some((code, reason)) = seen.client().fatal_error() else {
-            return;
-        };
-        tracing::error!(
-            ?code,
-            reason,
-            "slot Kafka producer hit a fatal error; creating a new one"
-        );
-        let mut current = self
-            .producer
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if current.client().fatal_error().is_none() {
-            return; // already replaced
-        }
-        match slot_producer(&self.kafka, self.ack_timeout) {
-            Ok(p) => *current = p,
-            Err(e) => tracing::error!(error = %e, "cannot create a new slot Kafka producer"),
+        let delivery = self.producer.send(record, Timeout::After(wait));
+        match tokio::time::timeout(wait, delivery).await {
+            Ok(Ok(_)) => Ok(started.elapsed()),
+            Ok(Err((e, _))) => Err(e),
+            Err(_) => Err(KafkaError::MessageProduction(
+                rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
+            )),
         }
     }
 }

@@ -132,6 +132,14 @@ impl Worker {
             // A new group starts at the oldest record: messages accepted before the
             // worker first ran are still answered.
             .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                self.cfg.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (self.cfg.session_timeout / 3).as_millis().to_string(),
+            )
             .create()
             .map_err(SlotError::Kafka)?;
         consumer
@@ -251,5 +259,70 @@ impl Worker {
                 SlotResult::DispatchFailed
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::sources::{bk::tests::bk_config, gse::GseConfig};
+
+    fn worker(shard: Shard) -> Worker {
+        let cfg = SlotConfig {
+            enabled: true,
+            slot_id: Some(1),
+            dispatch_token: Some(SecretString::from("t")),
+            ..SlotConfig::default()
+        };
+        // Nothing listens there: these records must never reach GSE.
+        let gse_cfg = GseConfig {
+            base_url: "http://127.0.0.1:9/".into(),
+            ..GseConfig::default()
+        };
+        let gse = GseAdminClient::new(&gse_cfg, &bk_config(), GseApi::V2, Metrics::new()).unwrap();
+        let (store, _work) = Store::new();
+        Worker::new(
+            &cfg,
+            &KafkaConfig::default(),
+            gse,
+            store,
+            Health::default(),
+            shard,
+            Metrics::new(),
+        )
+        .unwrap()
+    }
+
+    fn record(message_id: &str, agent_id: &str) -> Vec<u8> {
+        let content = json!({"type": "fetch/host/dataid"}).to_string();
+        json!({"message_id": message_id, "bk_agent_id": agent_id, "content": content})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn other_shards_foreign_records_and_repeats_are_counted_not_answered() {
+        let shard = Shard { index: 0, total: 2 };
+        let mut w = worker(shard);
+        assert_eq!(w.group_id(), "agentwatch-slot-shard0");
+        let ids: Vec<String> = (0..64).map(|i| format!("agent-{i}")).collect();
+        let theirs = ids.iter().find(|id| !shard.owns(id)).unwrap();
+        let mine = ids.iter().find(|id| shard.owns(id)).unwrap();
+
+        let r = record("m1", theirs);
+        assert_eq!(w.handle(Some(&r)).await, SlotResult::OtherShard);
+        assert_eq!(w.handle(None).await, SlotResult::BadContent);
+        assert_eq!(w.handle(Some(b"{}")).await, SlotResult::BadContent);
+        // Not in the (empty) snapshot: no reply, and the id is remembered.
+        let r = record("m2", mine);
+        assert_eq!(w.handle(Some(&r)).await, SlotResult::UnknownAgent);
+        assert_eq!(w.handle(Some(&r)).await, SlotResult::Duplicate);
+    }
+
+    #[test]
+    fn an_unsharded_worker_uses_the_configured_group() {
+        assert_eq!(worker(Shard::default()).group_id(), "agentwatch-slot");
     }
 }
