@@ -95,6 +95,9 @@ enum Command {
     /// GSE data links (stream_to / route), dispatch_message and realtime agent status,
     /// straight from GSE with the service's config. Exit 1 when GSE answers an error.
     Gse(agentwatch::cli::gse::GseArgs),
+    /// Check config, upstream reachability, API credentials and permissions, Kafka and
+    /// the slot token, one line per check with a fix. Exit 1 when any check fails.
+    Doctor(agentwatch::cli::doctor::DoctorArgs),
     /// Follow the events topic: one readable line per event (`before → after` of what
     /// changed), filtered by agent, op or status.
     Tail(agentwatch::cli::tail::TailArgs),
@@ -198,8 +201,8 @@ fn main() -> ExitCode {
                         .await
                         .map(|()| {
                             println!(
-                                "topics {} and {} are present and configured",
-                                cfg.kafka.events_topic, cfg.kafka.state_topic
+                                "topics {}, {} and {} are present and configured",
+                                cfg.kafka.events_topic, cfg.kafka.state_topic, cfg.kafka.slot_topic
                             )
                         })
                         .map_err(anyhow::Error::from),
@@ -232,6 +235,7 @@ fn main() -> ExitCode {
             }
             Command::Gse(args) => agentwatch::cli::gse::run(args).await,
             Command::Tail(args) => agentwatch::cli::tail::run(args).await,
+            Command::Doctor(args) => agentwatch::cli::doctor::run(args).await,
             Command::Demo {
                 agents,
                 flap_rate,

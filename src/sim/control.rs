@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::faults::{FaultConfig, FaultKind};
+use super::faults::{Endpoint, FaultConfig, FaultKind, GatewayError};
 use super::model::{AddHostError, NewHost};
 use super::plugins::PluginError;
 use super::Simulator;
@@ -36,6 +36,10 @@ pub(crate) fn routes() -> Router<Arc<Simulator>> {
         .route("/_sim/gse_v2", get(get_gse_v2).put(put_gse_v2))
         .route("/_sim/hosts", post(add_host))
         .route("/_sim/faults", get(get_faults).put(put_faults))
+        .route(
+            "/_sim/gateway_errors",
+            get(get_gateway_errors).put(put_gateway_error),
+        )
         .route("/_sim/inventory/fail_page", post(fail_page))
         .route("/_sim/flap", post(flap))
         .route("/_sim/stats", get(stats))
@@ -274,6 +278,40 @@ async fn put_faults(State(sim): State<Arc<Simulator>>, bytes: Bytes) -> Result<R
     }
     sim.set_faults(config);
     Ok(Json(sim.faults()).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatewayErrorSetting {
+    endpoint: Endpoint,
+    /// `null` clears the endpoint's error.
+    error: Option<GatewayError>,
+}
+
+fn gateway_errors_json(sim: &Simulator) -> Response {
+    let all: serde_json::Map<String, serde_json::Value> = sim
+        .gateway_errors()
+        .into_iter()
+        .map(|(endpoint, error)| {
+            (
+                json!(endpoint).as_str().unwrap_or_default().to_owned(),
+                json!(error),
+            )
+        })
+        .collect();
+    Json(all).into_response()
+}
+
+async fn get_gateway_errors(State(sim): State<Arc<Simulator>>) -> Response {
+    gateway_errors_json(&sim)
+}
+
+/// `{"endpoint": "gse_list_agent_state", "error": "ip_not_allowed"}` makes the gateway refuse
+/// that endpoint (see [`GatewayError`]); `"error": null` clears it. Answers the errors in force.
+async fn put_gateway_error(State(sim): State<Arc<Simulator>>, bytes: Bytes) -> Result<Response> {
+    let setting: GatewayErrorSetting = body(&bytes)?;
+    sim.set_gateway_error(setting.endpoint, setting.error);
+    Ok(gateway_errors_json(&sim))
 }
 
 #[derive(Deserialize)]

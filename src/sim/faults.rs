@@ -55,6 +55,76 @@ impl FaultKind {
     ];
 }
 
+/// An error the API gateway answers by itself, before auth, faults or any backend
+/// (bk-api.md §0.3). Set per endpoint with `Simulator::set_gateway_error`, it answers every
+/// request on that endpoint until cleared: a misconfigured deployment rather than a random
+/// fault, which is why it is not a [`FaultKind`] (random faults stay transport faults a
+/// client must ride out). `agentwatch doctor` and its tests use it.
+///
+/// JSON form: `"invalid_args"`, `"no_permission"`, `"ip_not_allowed"`, `"api_not_found"`,
+/// or `{"rate_limited": {"reset_secs": 30}}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GatewayError {
+    /// HTTP 400, 1640001 `INVALID_ARGS` (what a wrong app secret gets).
+    InvalidArgs,
+    /// HTTP 403, 1640301 `APP_NO_PERMISSION`: the app may not call this resource.
+    NoPermission,
+    /// HTTP 403, 1640302 `IP_NOT_ALLOWED`: the caller's IP is not whitelisted.
+    IpNotAllowed,
+    /// HTTP 404, 1640401 `API_NOT_FOUND`: no such (published) resource.
+    ApiNotFound,
+    /// HTTP 429, 1642903 `RATE_LIMIT_RESTRICTION` with `X-Bkapi-RateLimit-Reset` (and
+    /// `Retry-After`) set to `reset_secs`.
+    RateLimited { reset_secs: u64 },
+}
+
+impl GatewayError {
+    pub(crate) fn response(self, request_id: &str) -> Response {
+        let (status, code, name, message) = match self {
+            GatewayError::InvalidArgs => (
+                StatusCode::BAD_REQUEST,
+                codes::GW_INVALID_ARGS,
+                "INVALID_ARGS",
+                "App authentication failed, bk_app_code or bk_app_secret is incorrect",
+            ),
+            GatewayError::NoPermission => (
+                StatusCode::FORBIDDEN,
+                codes::GW_APP_NO_PERMISSION,
+                "APP_NO_PERMISSION",
+                "App has no permission to the resource",
+            ),
+            GatewayError::IpNotAllowed => (
+                StatusCode::FORBIDDEN,
+                codes::GW_IP_NOT_ALLOWED,
+                "IP_NOT_ALLOWED",
+                "Request rejected by ip restriction",
+            ),
+            GatewayError::ApiNotFound => (
+                StatusCode::NOT_FOUND,
+                codes::GW_API_NOT_FOUND,
+                "API_NOT_FOUND",
+                "API not found: wrong method or path, or the resource is not published",
+            ),
+            GatewayError::RateLimited { reset_secs } => {
+                // The random fault's answer (the endpoint does not matter for a 429), with
+                // the chosen reset.
+                let mut response = canned(
+                    FaultKind::RateLimited,
+                    Endpoint::GseListAgentState,
+                    request_id,
+                );
+                let reset = HeaderValue::from(reset_secs);
+                let headers = response.headers_mut();
+                headers.insert(header::RETRY_AFTER, reset.clone());
+                headers.insert(HeaderName::from_static("x-bkapi-ratelimit-reset"), reset);
+                return response;
+            }
+        };
+        reply::gateway_error(status, code, name, message, request_id)
+    }
+}
+
 /// A polling endpoint of the simulator (the control API is never faulted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -190,6 +260,8 @@ struct Inner {
     rng: SmallRng,
     /// Inventory page number → (failures left, how to fail).
     page_failures: HashMap<u32, (u32, FaultKind)>,
+    /// Endpoints the gateway refuses outright, until cleared.
+    gateway_errors: HashMap<Endpoint, GatewayError>,
 }
 
 impl Faults {
@@ -200,6 +272,7 @@ impl Faults {
                 // Distinct stream from the population generator, still reproducible.
                 rng: SmallRng::seed_from_u64(seed ^ 0x6661_756c_7473),
                 page_failures: HashMap::new(),
+                gateway_errors: HashMap::new(),
             }),
         }
     }
@@ -247,6 +320,29 @@ impl Faults {
         } else {
             inner.page_failures.insert(page, (times, kind));
         }
+    }
+
+    pub fn set_gateway_error(&self, endpoint: Endpoint, error: Option<GatewayError>) {
+        let mut inner = self.lock();
+        match error {
+            Some(e) => inner.gateway_errors.insert(endpoint, e),
+            None => inner.gateway_errors.remove(&endpoint),
+        };
+    }
+
+    pub fn gateway_error(&self, endpoint: Endpoint) -> Option<GatewayError> {
+        self.lock().gateway_errors.get(&endpoint).copied()
+    }
+
+    pub fn gateway_errors(&self) -> Vec<(Endpoint, GatewayError)> {
+        let mut all: Vec<_> = self
+            .lock()
+            .gateway_errors
+            .iter()
+            .map(|(e, g)| (*e, *g))
+            .collect();
+        all.sort_by_key(|(e, _)| *e);
+        all
     }
 
     /// Consumes one scheduled failure of inventory page `page`, if any is left.

@@ -1,5 +1,5 @@
-//! The path every polling request takes, in the gateway's order: count, latency, app auth,
-//! fault injection, then the backend's answer.
+//! The path every polling request takes, in the gateway's order: count, latency, a gateway
+//! error set for the endpoint, app auth, fault injection, then the backend's answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +38,11 @@ pub(crate) async fn handle<A: Api>(
     let request_id = sim.next_request_id();
     let shutdown = sim.shutdown_token();
     pause(&shutdown, sim.cfg.latency).await;
+
+    // A refusing gateway never looks at the credentials or reaches the backend.
+    if let Some(error) = sim.faults.gateway_error(A::ENDPOINT) {
+        return error.response(&request_id);
+    }
 
     if let Err(message) = auth::check(&sim.cfg, &headers, &body, A::BODY_CREDENTIALS) {
         sim.stats.auth_failure(A::ENDPOINT);

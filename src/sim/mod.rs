@@ -15,8 +15,9 @@
 //!   as NodeMan, paged by `start`/`limit` (see `cmdb`);
 //! - GSE data-link admin (`data/*_streamto`, `data/*_route`, ESB `config_*`) kept in memory,
 //!   and `cluster/dispatch_message` recorded for tests (see `admin`);
-//! - `/_sim/*` — a control API (no auth) to change the truth, schedule faults and read
-//!   counters. The same operations are methods on [`Simulator`] for in-process tests.
+//! - `/_sim/*` — a control API (no auth) to change the truth, schedule faults, make the
+//!   gateway refuse an endpoint (`/_sim/gateway_errors`) and read counters. The same
+//!   operations are methods on [`Simulator`] for in-process tests.
 //!
 //! Layout: `model` holds the truth (hosts sorted by id plus id and address indexes) and
 //! `generate` builds it from the seed; `gateway` runs every polling request through count →
@@ -60,7 +61,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use admin::{DispatchedMessage, SimRoute, SimStreamTo};
 pub use config::SimConfig;
-pub use faults::{Endpoint, FaultConfig, FaultKind};
+pub use faults::{Endpoint, FaultConfig, FaultKind, GatewayError};
 pub use gse::MAX_IDS_PER_CALL;
 pub use model::{AddHostError, NewHost, OsType, SimAgent, STATUS_RUNNING};
 pub use plugins::{PluginError, SimPlugin, PLUGIN_STATUSES};
@@ -244,6 +245,17 @@ impl Simulator {
 
     pub fn faults(&self) -> FaultConfig {
         self.faults.config()
+    }
+
+    /// Makes the gateway answer every request on `endpoint` with `error` (HTTP 400/403/404/
+    /// 429 and its 16xxxxx code), before auth, faults or the backend; `None` clears it.
+    pub fn set_gateway_error(&self, endpoint: Endpoint, error: Option<GatewayError>) {
+        self.faults.set_gateway_error(endpoint, error);
+    }
+
+    /// The gateway errors in force, by endpoint.
+    pub fn gateway_errors(&self) -> Vec<(Endpoint, GatewayError)> {
+        self.faults.gateway_errors()
     }
 
     /// Makes the next `times` requests for inventory page `page` (1-based; with

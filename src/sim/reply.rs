@@ -11,6 +11,7 @@ use serde::Serialize;
 pub(crate) mod codes {
     pub const GW_INVALID_ARGS: i64 = 1_640_001;
     pub const GW_APP_NO_PERMISSION: i64 = 1_640_301;
+    pub const GW_IP_NOT_ALLOWED: i64 = 1_640_302;
     pub const GW_API_NOT_FOUND: i64 = 1_640_401;
     pub const GW_RATE_LIMITED: i64 = 1_642_903;
     pub const GW_BAD_GATEWAY: i64 = 1_650_200;

@@ -219,3 +219,55 @@ async fn latency_delays_every_polling_response() {
         "the control API is not delayed"
     );
 }
+
+#[tokio::test]
+async fn a_gateway_error_answers_every_request_on_its_endpoint_until_cleared() {
+    use crate::sim::GatewayError;
+    let h = start(small(5)).await;
+    let cases = [
+        (GatewayError::InvalidArgs, 400, 1_640_001),
+        (GatewayError::NoPermission, 403, 1_640_301),
+        (GatewayError::IpNotAllowed, 403, 1_640_302),
+        (GatewayError::ApiNotFound, 404, 1_640_401),
+        (GatewayError::RateLimited { reset_secs: 42 }, 429, 1_642_903),
+    ];
+    for (error, status, code) in cases {
+        h.sim
+            .set_gateway_error(Endpoint::GseListAgentState, Some(error));
+        for _ in 0..2 {
+            let response = raw_state_call(&h).await;
+            assert_eq!(response.status().as_u16(), status, "{error:?}");
+            if status == 429 {
+                assert_eq!(response.headers()["x-bkapi-ratelimit-reset"], "42");
+            }
+            let j: Value = response.json().await.expect("gateway envelope");
+            assert_eq!(
+                (j["result"].clone(), j["code"].clone()),
+                (json!(false), json!(code))
+            );
+        }
+        // Other endpoints answer normally.
+        assert_eq!(h.host_page(1, 1).await["result"], true);
+    }
+    // The control API sets and clears it too.
+    let (status, body) = h
+        .control(
+            Method::PUT,
+            "/_sim/gateway_errors",
+            Some(json!({"endpoint": "gse_list_agent_state", "error": null})),
+        )
+        .await;
+    assert_eq!((status, body), (200, json!({})));
+    assert_eq!(raw_state_call(&h).await.status(), 200);
+    let (status, body) = h
+        .control(
+            Method::PUT,
+            "/_sim/gateway_errors",
+            Some(json!({"endpoint": "nodeman_host_search", "error": "ip_not_allowed"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"nodeman_host_search": "ip_not_allowed"}))
+    );
+}

@@ -97,7 +97,7 @@ async fn check_state_topic(
         .get("cleanup.policy")
         .and_then(|e| e.value.clone())
         .unwrap_or_default();
-    if policy.split(',').any(|p| p.trim() == "compact") {
+    if is_compacted(&policy) {
         Ok(())
     } else {
         Err(SinkError::TopicMisconfigured {
@@ -108,4 +108,43 @@ async fn check_state_topic(
             ),
         })
     }
+}
+
+/// Whether a `cleanup.policy` value compacts (`compact`, or `compact,delete`).
+pub fn is_compacted(policy: &str) -> bool {
+    policy.split(',').any(|p| p.trim() == "compact")
+}
+
+/// The `cleanup.policy` of each of `topics`, as the broker reports it (`None` when it
+/// reports none), in the same order. Only reads: nothing is created or changed (for
+/// `agentwatch doctor`; [`ensure_topics`] is the creating variant).
+pub async fn cleanup_policies(
+    cfg: &KafkaConfig,
+    topics: &[&str],
+    timeout: Duration,
+) -> Result<Vec<Option<String>>, SinkError> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(cfg).create().map_err(SinkError::Client)?;
+    let opts = AdminOptions::new().request_timeout(Some(timeout));
+    let specs: Vec<ResourceSpecifier> =
+        topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let metadata_error = |source| SinkError::Metadata {
+        topic: topics.join(", "),
+        source,
+    };
+    let described = admin
+        .describe_configs(&specs, &opts)
+        .await
+        .map_err(metadata_error)?;
+    topics
+        .iter()
+        .zip(described)
+        .map(|(topic, r)| match r {
+            Ok(resource) => Ok(resource.get("cleanup.policy").and_then(|e| e.value.clone())),
+            Err(code) => Err(SinkError::Metadata {
+                topic: (*topic).to_owned(),
+                source: rdkafka::error::KafkaError::AdminOp(code),
+            }),
+        })
+        .collect()
 }

@@ -193,6 +193,26 @@ impl CmdbClient {
         Ok(hosts)
     }
 
+    /// One authenticated call for `agentwatch doctor`: the `limit: 1` count call of the
+    /// first listing (every host, or the first configured business). Returns the count
+    /// and at most one host.
+    pub async fn probe(&self) -> Result<(i64, Vec<Host>), ApiError> {
+        let scope = match self.biz_ids.first() {
+            None => Scope {
+                url: self.without_biz_url.clone(),
+                biz_id: None,
+            },
+            Some(&biz) => Scope {
+                url: self.biz_url.replace("{bk_biz_id}", &biz.to_string()),
+                biz_id: Some(biz),
+            },
+        };
+        let page = self.page(&scope, 0, 1).await?;
+        let biz_id = scope.biz_id.unwrap_or(0);
+        let hosts = page.info.into_iter().map(|w| w.into_host(biz_id)).collect();
+        Ok((page.count, hosts))
+    }
+
     /// All pages of one listing. A first call with `limit: 1` gives `count`; pages of
     /// `page_size` at offsets `0, page_size, ..` are then fetched `concurrency` at a
     /// time. A failed page, a page reporting another `count` or holding an unexpected

@@ -127,6 +127,36 @@ impl NodemanClient {
         Ok(hosts.into_iter().map(Host::from).collect())
     }
 
+    /// One authenticated call for `agentwatch doctor`: page 1 of `api/host/search/` with
+    /// page size 1, giving NodeMan's total and at most one host (not the inventory).
+    pub async fn probe_hosts(&self) -> Result<(i64, Vec<Host>), ApiError> {
+        let request = PageRequest {
+            page: 1,
+            pagesize: 1,
+        };
+        let page: Page<WireHost> = self.client.post(&self.url, &request).await?;
+        Ok((page.total, page.list.into_iter().map(Host::from).collect()))
+    }
+
+    /// The same for `api/plugin/search/` (its own gateway resource and permission): the
+    /// total it reports.
+    pub async fn probe_plugins(&self) -> Result<i64, ApiError> {
+        #[derive(Serialize)]
+        struct PluginPage {
+            page: usize,
+            pagesize: usize,
+            detail: bool,
+        }
+        let request = PluginPage {
+            page: 1,
+            pagesize: 1,
+            detail: true,
+        };
+        let page: Page<serde::de::IgnoredAny> =
+            self.client.post(&self.plugin_url, &request).await?;
+        Ok(page.total)
+    }
+
     /// Every item of the paged host list at `url`; `request(n)` is the body asking for
     /// page `n` (1-based) of `page_size` items. Page 1 gives `total`; pages
     /// `2..=ceil(total/page_size)` are then fetched `concurrency` at a time. Any failed
