@@ -192,6 +192,8 @@ impl Store {
         (Arc::new(store), rx)
     }
 
+    /// Entries, including deleted agents kept only for their seq; [`Store::stats`]
+    /// counts live agents.
     pub fn len(&self) -> usize {
         self.map.len()
     }
