@@ -11,6 +11,11 @@ Static checks (need PyYAML and jsonschema):
     `include "agentwatch.X"` defined in _helpers.tpl, every `.Values.a.b` path present
     in values.yaml;
   * the Dockerfile agrees with the chart (user 65532, port 9108, entrypoint, config path).
+  * the Grafana dashboard (dashboards/agentwatch.json) parses and is a dashboard with a
+    Prometheus data-source variable and namespace/job/pod variables; every metric named
+    in a dashboard query or in templates/prometheusrule.yaml is registered in src/, used
+    as its type allows (`_bucket` only on histograms, rate() on counters) and matched
+    only on labels it has.
 
 Rendering checks (with --render, or when helm-python-sdk is importable): Helm's own Go
 engine (helm-python-sdk, Helm v4 as a shared library) lints and renders the chart with
@@ -22,6 +27,13 @@ kubernetes-validate, every rendered object (except the ServiceMonitor CRD) is ch
 against the Kubernetes OpenAPI schemas (strict: unknown fields are errors). With
 --agentwatch BIN, the rendered ConfigMap plus each container's environment is fed to
 `agentwatch check-config`, as the pod would run it.
+The rendered PrometheusRule is checked against the CRD's structure and each chart alert
+for `for`, `severity`, summary, description and a runbook link into
+docs/troubleshooting.md (its anchor must exist once that file does).
+
+With promtool (Debian package `prometheus`; --promtool requires it): `promtool check
+rules` on every rendered PrometheusRule and on the dashboard's queries, and `promtool
+test rules` on helm/tests/rules/*.yaml against the rules rendered from the defaults.
 
 Exit status 0 when everything passed; the last line is "check_chart: N passed, M failed".
 """
@@ -35,6 +47,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,6 +66,11 @@ TESTS = ROOT / "helm" / "tests"
 SECRET_DIR = "/var/run/secrets/agentwatch"
 # Oldest supported (Chart.yaml kubeVersion) and the newest kubernetes-validate knows.
 KUBE_VERSIONS = ["1.25", "latest"]
+DASHBOARD = CHART / "dashboards" / "agentwatch.json"
+RULE_TESTS = TESTS / "rules"
+TROUBLESHOOTING = ROOT / "docs" / "troubleshooting.md"
+# Labels Prometheus (Operator) attaches to every scraped series.
+TARGET_LABELS = {"job", "namespace", "pod", "instance", "service", "endpoint", "container"}
 
 
 class Report:
@@ -316,6 +334,536 @@ def check_templates(r: Report, values: dict) -> None:
         r.check(f"{name}: every .Values path exists in values.yaml", not missing, ", ".join(missing))
 
 
+# ---------------------------------------------------------------- dashboard and alerts
+
+
+class Metric:
+    def __init__(self, name: str, kind: str | None, labels: set[str] | None) -> None:
+        self.name, self.kind, self.labels = name, kind, labels
+
+
+METRIC_DEF = re.compile(
+    r"\b(IntCounterVec|IntCounter|CounterVec|Counter|IntGaugeVec|IntGauge|GaugeVec|Gauge"
+    r"|HistogramVec|Histogram)"
+    r"::(?:new|with_opts)\(\s*(?:(?:Opts|HistogramOpts)::new\(\s*)?\"(agentwatch_[a-z0-9_]+)\""
+)
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def metric_catalogue() -> dict[str, Metric]:
+    """Every metric defined in src/: name -> type and label names, read from the
+    prometheus crate's constructors. A quoted "agentwatch_*" literal that is not such a
+    definition still counts as a name (type and labels unknown)."""
+    out: dict[str, Metric] = {}
+    literals: set[str] = set()
+    for f in sorted((ROOT / "src").rglob("*.rs")):
+        text = f.read_text(encoding="utf-8")
+        literals |= set(re.findall(r'"(agentwatch_[a-z0-9_]+)"', text))
+        defs = list(METRIC_DEF.finditer(text))
+        for i, m in enumerate(defs):
+            ctor, name = m.group(1), m.group(2)
+            kind = "counter" if "Counter" in ctor else "histogram" if "Histogram" in ctor else "gauge"
+            labels: set[str] | None = set()
+            if ctor.endswith("Vec"):
+                end = defs[i + 1].start() if i + 1 < len(defs) else len(text)
+                body = text[m.end() : end]
+                body = body[: body.find(".expect(")] if ".expect(" in body else body
+                lm = re.search(r"&\[([^\]]*)\]", body)
+                labels = set(re.findall(r'"([a-z_][a-z0-9_]*)"', lm.group(1))) if lm else None
+            out[name] = Metric(name, kind, labels)
+    for name in literals - set(out):
+        if not any(name == n + s for n in out for s in HISTOGRAM_SUFFIXES):
+            out[name] = Metric(name, None, None)
+    return out
+
+
+def source_literals() -> set[str]:
+    """Every string literal in src/ (label values come from the code)."""
+    out: set[str] = set()
+    for f in (ROOT / "src").rglob("*.rs"):
+        out |= set(re.findall(r'"((?:[^"\\]|\\.)*)"', f.read_text(encoding="utf-8")))
+    return out
+
+
+STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+NAME = re.compile(r"(?<![A-Za-z0-9_:])(agentwatch_[a-z0-9_]+)")
+MATCHER = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+COUNTER_FUNCS = ("rate", "irate", "increase", "resets")
+
+
+def blank_strings(expr: str) -> str:
+    """The expression with every string literal's content blanked, offsets unchanged."""
+    return STRING.sub(lambda m: '"' + " " * (len(m.group(0)) - 2) + '"', expr)
+GAUGE_FUNCS = ("deriv", "delta", "idelta", "predict_linear")
+
+
+def promql_problems(
+    expr: str, metrics: dict[str, Metric], literals: set[str], extra_labels: set[str] = frozenset()
+) -> list[str]:
+    """What is wrong with the agentwatch metrics an expression uses: unknown names,
+    histogram suffixes on non-histograms, rate() over gauges, deriv() over counters,
+    matchers or by/without labels the metrics do not have, label values the code never
+    produces."""
+    problems: list[str] = []
+    allowed_common = TARGET_LABELS | set(extra_labels)
+    bare = blank_strings(expr)
+    used: list[tuple[Metric, str]] = []  # (metric, suffix)
+    for m in NAME.finditer(bare):
+        name = m.group(1)
+        metric, suffix = metrics.get(name), ""
+        if metric is None:
+            for s in HISTOGRAM_SUFFIXES:
+                base = metrics.get(name[: -len(s)]) if name.endswith(s) else None
+                if base is not None:
+                    metric, suffix = base, s
+                    break
+        if metric is None:
+            problems.append(f"{name} is not a metric agentwatch registers in src/")
+            continue
+        if metric.kind == "histogram" and not suffix:
+            problems.append(f"{name} is a histogram: use {name}_bucket, _sum or _count")
+        if suffix and metric.kind not in ("histogram", None):
+            problems.append(f"{name}: {metric.name} is a {metric.kind}, not a histogram")
+        used.append((metric, suffix))
+        # The function the series is handed to directly, if any.
+        before = bare[: m.start()].rstrip()
+        fm = re.search(r"([a-z_]+)\s*\(\s*$", before)
+        func = fm.group(1) if fm else ""
+        if func in COUNTER_FUNCS and metric.kind == "gauge":
+            problems.append(f"{func}() over {name}, a gauge")
+        if func in GAUGE_FUNCS and (metric.kind == "counter" or suffix):
+            problems.append(f"{func}() over {name}, a counter")
+        # Its matchers (in the original text, where the values are).
+        rest = expr[m.end() :]
+        sel = re.match(r"\s*\{((?:[^{}\"]|\"(?:[^\"\\]|\\.)*\")*)\}", rest)
+        if sel and metric.labels is not None:
+            own = metric.labels | ({"le"} if suffix == "_bucket" else set())
+            for label, op, value in MATCHER.findall(sel.group(1)):
+                if label not in own and label not in allowed_common:
+                    problems.append(f"{name} has no label {label!r} (it has {sorted(own) or 'none'})")
+                elif label in metric.labels and op in ("=", "!=") and "$" not in value:
+                    if value not in literals:
+                        problems.append(
+                            f'{name}{{{label}{op}"{value}"}}: agentwatch never sets {label}="{value}"'
+                        )
+    known = set(allowed_common) | {"le"}
+    for metric, _ in used:
+        known |= metric.labels or set()
+    unknown_metric_labels = any(metric.labels is None for metric, _ in used)
+    for clause in re.findall(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)", bare):
+        for label in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", clause):
+            if label not in known and not unknown_metric_labels:
+                problems.append(f"aggregates or matches on {label!r}, a label none of its metrics has")
+    return problems
+
+
+def walk_panels(panels: list) -> list[dict]:
+    out = []
+    for p in panels or []:
+        out.append(p)
+        out += walk_panels(p.get("panels", []))
+    return out
+
+
+def dashboard_queries(dash: dict) -> list[tuple[str, str]]:
+    """(where, PromQL) of every panel target and query variable."""
+    out = []
+    for p in walk_panels(dash.get("panels", [])):
+        for tgt in p.get("targets", []) or []:
+            if tgt.get("expr"):
+                out.append((f"panel '{p.get('title')}' {tgt.get('refId')}", tgt["expr"]))
+    for v in dash.get("templating", {}).get("list", []):
+        if v.get("type") != "query":
+            continue
+        q = v.get("query")
+        q = q.get("query", "") if isinstance(q, dict) else q or ""
+        m = re.fullmatch(
+            r"\s*(?:label_values|query_result)\((.*?)(?:,\s*[A-Za-z_][A-Za-z0-9_]*)?\)\s*", q, re.S
+        )
+        out.append((f"variable ${v.get('name')}", m.group(1) if m else q))
+    return out
+
+
+# Values Grafana substitutes, so that promtool can parse the queries.
+GRAFANA_VARS = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "$sweep_interval": "10"}
+
+
+def grafana_to_promql(expr: str) -> str:
+    for k, v in GRAFANA_VARS.items():
+        expr = expr.replace(k, v)
+    return re.sub(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?", ".*", expr)
+
+
+def check_dashboard(r: Report, metrics: dict[str, Metric], literals: set[str]) -> dict | None:
+    if not r.check("dashboards/agentwatch.json exists", DASHBOARD.is_file()):
+        return None
+    try:
+        dash = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+        r.check("dashboards/agentwatch.json parses", True)
+    except json.JSONDecodeError as e:
+        r.check("dashboards/agentwatch.json parses", False, str(e))
+        return None
+    version = dash.get("schemaVersion", 0)
+    r.check("dashboard: schemaVersion >= 36", isinstance(version, int) and version >= 36, str(version))
+    r.check("dashboard: has a uid and a title", bool(dash.get("uid")) and bool(dash.get("title")))
+    r.check("dashboard: no __inputs (the sidecar does not resolve them)", "__inputs" not in dash)
+    variables = {v.get("name"): v for v in dash.get("templating", {}).get("list", [])}
+    ds = variables.get("datasource", {})
+    r.check(
+        "dashboard: ${datasource} is a Prometheus data-source variable",
+        ds.get("type") == "datasource" and ds.get("query") == "prometheus",
+    )
+    for name in ("namespace", "job", "pod"):
+        r.check(f"dashboard: query variable ${name}", variables.get(name, {}).get("type") == "query")
+    panels = walk_panels(dash.get("panels", []))
+    ids = [p.get("id") for p in panels]
+    r.check("dashboard: panel ids are unique", len(ids) == len(set(ids)), str(ids))
+    rows = [p.get("title") for p in panels if p.get("type") == "row"]
+    for want in ("Overview", "Sweeps", "Upstreams", "Events / Kafka", "Inventory"):
+        r.check(f"dashboard: row '{want}'", want in rows, str(rows))
+    wrong_ds = [
+        p.get("title")
+        for p in panels
+        if p.get("type") != "row"
+        and (
+            p.get("datasource", {}).get("uid") != "${datasource}"
+            or any(t.get("datasource", {}).get("uid") != "${datasource}" for t in p.get("targets", []))
+        )
+    ]
+    r.check(
+        "dashboard: every panel and query uses ${datasource}", not wrong_ds, ", ".join(map(str, wrong_ds))
+    )
+    no_query = [p.get("title") for p in panels if p.get("type") != "row" and not p.get("targets")]
+    r.check("dashboard: every panel has a query", not no_query, ", ".join(map(str, no_query)))
+    queries = dashboard_queries(dash)
+    defined = set(variables) | {k.lstrip("$") for k in GRAFANA_VARS}
+    undefined = sorted(
+        {
+            f"{where}: ${v}"
+            for where, q in queries
+            for v in re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", q)
+            if v not in defined
+        }
+    )
+    r.check("dashboard: every $variable is defined", not undefined, "; ".join(undefined))
+    bad = [f"{where}: {p}" for where, q in queries for p in promql_problems(q, metrics, literals)]
+    r.check(
+        f"dashboard: the {len(queries)} queries use agentwatch's metrics as registered in src/",
+        not bad,
+        "; ".join(bad),
+    )
+    no_selector = [
+        where
+        for where, q in queries
+        if not where.startswith("variable")
+        and any(
+            not re.match(r'\s*\{[^}]*namespace=~"\$namespace"', q[m.end() :])
+            for m in NAME.finditer(blank_strings(q))
+        )
+    ]
+    r.check(
+        "dashboard: every series is filtered by $namespace/$job/$pod", not no_selector, ", ".join(no_selector)
+    )
+    shown = {m for _, q in queries for m in NAME.findall(q)}
+    shown |= {n[: -len(s)] for n in shown for s in HISTOGRAM_SUFFIXES if n.endswith(s)}
+    missing = sorted(n for n, m in metrics.items() if m.kind and n not in shown)
+    if missing:
+        print(f"note: metrics registered in src/ but not on the dashboard: {', '.join(missing)}")
+    return dash
+
+
+def check_rules_template(r: Report, metrics: dict[str, Metric]) -> None:
+    """Metric names in templates/prometheusrule.yaml, before rendering (Go template
+    syntax keeps it from being PromQL yet)."""
+    path = CHART / "templates" / "prometheusrule.yaml"
+    if not r.check("templates/prometheusrule.yaml exists", path.is_file()):
+        return
+    text = path.read_text(encoding="utf-8")
+    names = set(NAME.findall(text))
+    unknown = sorted(
+        n
+        for n in names
+        if n not in metrics and not any(n.endswith(s) and n[: -len(s)] in metrics for s in HISTOGRAM_SUFFIXES)
+    )
+    r.check(
+        f"templates/prometheusrule.yaml: its {len(names)} metric names are registered in src/",
+        bool(names) and not unknown,
+        ", ".join(unknown),
+    )
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """Anchors GitHub (and GitLab) give the headings, plus explicit <a id/name>."""
+    out: set[str] = set()
+    seen: dict[str, int] = {}
+    in_code = False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+            continue
+        m = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if m and not in_code:
+            slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+            n = seen.get(slug, 0)
+            seen[slug] = n + 1
+            out.add(slug if n == 0 else f"{slug}-{n}")
+        out |= set(re.findall(r'<a\s+(?:id|name)="([^"]+)"', line))
+    return out
+
+
+# The PrometheusRule CRD (monitoring.coreos.com/v1), the parts the chart writes.
+_DURATION = {
+    "type": "string",
+    "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
+}
+_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_RECORD_NAME = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
+PROMETHEUS_RULE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "maxLength": 253},
+                "namespace": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+                "labels": _STRING_MAP,
+                "annotations": _STRING_MAP,
+            },
+        },
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": _DURATION,
+                            "query_offset": _DURATION,
+                            "limit": {"type": "integer"},
+                            "partial_response_strategy": {"type": "string"},
+                            "labels": _STRING_MAP,
+                            "rules": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["expr"],
+                                    "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
+                                    "properties": {
+                                        "alert": {"type": "string", "minLength": 1},
+                                        "record": {"type": "string", "pattern": _RECORD_NAME},
+                                        "expr": {"type": ["string", "integer"]},
+                                        "for": _DURATION,
+                                        "keep_firing_for": _DURATION,
+                                        "labels": _STRING_MAP,
+                                        "annotations": _STRING_MAP,
+                                    },
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+        },
+    },
+}
+CHART_ALERTS = [
+    "AgentwatchDown",
+    "AgentwatchNotReady",
+    "AgentwatchSweepsFailing",
+    "AgentwatchSweepSlow",
+    "AgentwatchUpstreamErrors",
+    "AgentwatchStaleAgents",
+    "AgentwatchKafkaBacklog",
+    "AgentwatchKafkaDeliveryErrors",
+    "AgentwatchProducerRestarts",
+    "AgentwatchDeleteFlood",
+    "AgentwatchInventoryRefreshFailing",
+    "AgentwatchAgentsDown",
+    "AgentwatchShardMissing",
+]
+
+
+def config_interval_seconds(config: str) -> int:
+    """poll.interval of a TOML config, the way the chart's sweepIntervalSeconds reads it."""
+    try:
+        raw = tomllib.loads(config).get("poll", {}).get("interval")
+    except tomllib.TOMLDecodeError:
+        raw = None
+    m = re.fullmatch(r"([0-9]+)(ms|s|m|h)", raw or "")
+    if not m:
+        return 10
+    n, unit = int(m.group(1)), m.group(2)
+    return {"ms": -(-n // 1000), "s": n, "m": n * 60, "h": n * 3600}[unit]
+
+
+def selector_labels(selector: str) -> set[str]:
+    return {label for label, _, _ in MATCHER.findall(selector)}
+
+
+def check_prometheus_rule(
+    r: Report, tag: str, rule: dict, merged: dict, metrics: dict[str, Metric], literals: set[str]
+) -> None:
+    rules_cfg = merged["prometheus"]["rules"]
+    errs = schema_errors(jsonschema.Draft7Validator(PROMETHEUS_RULE_SCHEMA), rule)
+    r.check(f"{tag}: PrometheusRule has the CRD's structure", not errs, "; ".join(errs))
+    if errs:
+        return
+    want_ns = rules_cfg["namespace"] or "bk"
+    r.check(f"{tag}: PrometheusRule namespace", rule["metadata"].get("namespace") == want_ns)
+    r.check(
+        f"{tag}: PrometheusRule carries additionalLabels",
+        subset(rules_cfg["additionalLabels"], rule["metadata"].get("labels", {})),
+    )
+    all_rules = [x for g in rule["spec"]["groups"] for x in g["rules"]]
+    alerts = {x["alert"]: x for x in all_rules if "alert" in x}
+    expected = [
+        a
+        for a in CHART_ALERTS
+        if not rules_cfg["disabled"].get(a)
+        and (a != "AgentwatchShardMissing" or merged["sharding"]["enabled"])
+    ]
+    chart_alerts = [a for a in alerts if a in CHART_ALERTS]
+    r.check(
+        f"{tag}: PrometheusRule has the chart's alerts, less the disabled ones",
+        sorted(chart_alerts) == sorted(expected),
+        f"has {sorted(chart_alerts)}, expected {sorted(expected)}",
+    )
+    r.check(
+        f"{tag}: extraRules appended",
+        all(x in all_rules for x in rules_cfg["extraRules"]),
+    )
+    anchors = None
+    if TROUBLESHOOTING.is_file():
+        anchors = github_anchors(TROUBLESHOOTING.read_text(encoding="utf-8"))
+    problems = []
+    for name in chart_alerts:
+        a = alerts[name]
+        ann, labels = a.get("annotations", {}), a.get("labels", {})
+        override = rules_cfg["overrides"].get(name, {})
+        if not a.get("for"):
+            problems.append(f"{name}: no for")
+        if labels.get("severity") not in ("critical", "warning", "info"):
+            problems.append(f"{name}: severity {labels.get('severity')!r}")
+        if "severity" in override and labels.get("severity") != override["severity"]:
+            problems.append(f"{name}: severity override not applied")
+        if "for" in override and a.get("for") != override["for"]:
+            problems.append(f"{name}: for override not applied")
+        if not subset(rules_cfg["alertLabels"], labels):
+            problems.append(f"{name}: alertLabels missing")
+        for key in ("summary", "description", "runbook_url"):
+            if not str(ann.get(key, "")).strip():
+                problems.append(f"{name}: no {key}")
+        url = ann.get("runbook_url", "")
+        base, _, anchor = url.partition("#")
+        if base != rules_cfg["runbookBaseUrl"] or not base.endswith("docs/troubleshooting.md") or not anchor:
+            problems.append(f"{name}: runbook_url {url!r} is not <runbookBaseUrl>#<section>")
+        elif anchors is not None and anchor not in anchors:
+            problems.append(f"{name}: docs/troubleshooting.md has no section #{anchor}")
+        for text in (ann.get("summary", ""), ann.get("description", "")):
+            for n in NAME.findall(text):
+                if n not in metrics:
+                    problems.append(f"{name}: annotation names {n}, which src/ does not register")
+    r.check(
+        f"{tag}: every chart alert has for, severity, summary, description, runbook_url",
+        not problems,
+        "; ".join(problems),
+    )
+    if anchors is None:
+        print(f"note: {TROUBLESHOOTING.relative_to(ROOT)} does not exist yet; runbook anchors not checked")
+    extra = selector_labels(rules_cfg["selector"])
+    bad = [
+        f"{x.get('alert') or x.get('record')}: {p}"
+        for x in all_rules
+        if x not in rules_cfg["extraRules"]
+        for p in promql_problems(str(x["expr"]), metrics, literals, extra)
+    ]
+    r.check(
+        f"{tag}: alert expressions use agentwatch's metrics as registered in src/", not bad, "; ".join(bad)
+    )
+    interval = rules_cfg["sweepIntervalSeconds"] or config_interval_seconds(merged["config"])
+    if "AgentwatchSweepsFailing" in alerts:
+        want = rules_cfg["sweepsFailingIntervals"] * interval
+        r.check(
+            f"{tag}: AgentwatchSweepsFailing threshold is "
+            f"{rules_cfg['sweepsFailingIntervals']} x {interval}s",
+            re.search(rf"\)\s*>\s*{want}\s", alerts["AgentwatchSweepsFailing"]["expr"]) is not None,
+            alerts["AgentwatchSweepsFailing"]["expr"],
+        )
+    if not rules_cfg["selector"]:
+        job = merged["prometheus"]["monitor"]["jobLabel"]
+        want_sel = 'namespace="bk"' if job else 'job="agentwatch",namespace="bk"'
+        r.check(
+            f"{tag}: alerts select the release's targets ({want_sel})",
+            all(want_sel in str(x["expr"]) for x in alerts.values() if x["alert"] in CHART_ALERTS),
+        )
+
+
+def promtool_check(r: Report, name: str, groups: list[dict], promtool: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "rules.yaml"
+        f.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False), encoding="utf-8")
+        p = subprocess.run([promtool, "check", "rules", str(f)], capture_output=True, text=True, timeout=60)
+        r.check(f"{name}: promtool check rules", p.returncode == 0, (p.stdout + p.stderr).strip()[-1500:])
+
+
+def promtool_dashboard(r: Report, dash: dict, promtool: str) -> None:
+    """The dashboard's queries, Grafana's variables substituted, as recording rules:
+    promtool parses every one of them."""
+    rules = [
+        {"record": f"dashboard_query_{i}", "expr": grafana_to_promql(q)}
+        for i, (_, q) in enumerate(dashboard_queries(dash))
+    ]
+    promtool_check(r, f"dashboard ({len(rules)} queries)", [{"name": "dashboard", "rules": rules}], promtool)
+
+
+def promtool_unit_tests(r: Report, rd, promtool: str) -> None:
+    """helm/tests/rules/*.yaml against the rules rendered from the chart's defaults with
+    sharding on (release aw in namespace bk), so every alert is there."""
+    tests = sorted(RULE_TESTS.glob("*.yaml"))
+    r.check("helm/tests/rules has promtool unit tests", bool(tests))
+    values = {
+        "secret": {"appSecret": "x"},
+        "sharding": {"enabled": True},
+        "prometheus": {"rules": {"enabled": True}},
+    }
+    rules = by_kind(rd.render(values), "PrometheusRule")
+    if not r.check("the defaults render a PrometheusRule for the unit tests", len(rules) == 1):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        rule_file = Path(tmp) / "agentwatch-rules.yaml"
+        groups = rules[0]["spec"]["groups"]
+        rule_file.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False), encoding="utf-8")
+        tested: set[str] = set()
+        for f in tests:
+            doc = load_yaml(f)
+            doc["rule_files"] = [str(rule_file)]
+            for case in doc.get("tests", []):
+                tested |= {a.get("alertname") for a in case.get("alert_rule_test", [])}
+            test_file = Path(tmp) / f.name
+            test_file.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+            p = subprocess.run(
+                [promtool, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=120
+            )
+            out = (p.stdout + p.stderr).strip()[-3000:]
+            r.check(f"rules/{f.name}: promtool test rules", p.returncode == 0, out)
+        untested = sorted(set(CHART_ALERTS) - tested)
+        r.check("every chart alert has a promtool unit test", not untested, ", ".join(untested))
+
+
 # ---------------------------------------------------------------- rendering checks
 
 
@@ -504,6 +1052,8 @@ def check_rendered_set(
             (not app_secret or app_secret not in text)
             and not re.search(r"app_secret\s*=|sasl\.password", text),
         )
+        if cm["metadata"]["labels"].get("app.kubernetes.io/component") == "dashboard":
+            continue
         try:
             tomllib.loads(cm["data"]["agentwatch.toml"])
             r.check(f"{tag}: ConfigMap {cm['metadata']['name']} is valid TOML", True)
@@ -584,6 +1134,44 @@ def check_rendered_set(
                 ("Egress" in np["policyTypes"]) == merged["networkPolicy"]["egress"]["restrict"],
             )
 
+    # The Grafana dashboard ConfigMap: present iff enabled, the chart's JSON verbatim.
+    dash_cfg = merged["grafana"]["dashboard"]
+    dash_cms = [
+        c for c in configmaps if c["metadata"]["labels"].get("app.kubernetes.io/component") == "dashboard"
+    ]
+    if dash_cfg["enabled"]:
+        ok = r.check(f"{tag}: one dashboard ConfigMap", len(dash_cms) == 1)
+        if ok:
+            cm = dash_cms[0]
+            r.check(
+                f"{tag}: dashboard ConfigMap carries the sidecar label "
+                f"{dash_cfg['label']}={dash_cfg['labelValue']!r}",
+                cm["metadata"]["labels"].get(dash_cfg["label"]) == dash_cfg["labelValue"]
+                and subset(dash_cfg["labels"], cm["metadata"]["labels"]),
+            )
+            r.check(
+                f"{tag}: dashboard ConfigMap namespace and annotations",
+                cm["metadata"]["namespace"] == (dash_cfg["namespace"] or "bk")
+                and subset(dash_cfg["annotations"], cm["metadata"].get("annotations", {})),
+            )
+            r.check(
+                f"{tag}: dashboard ConfigMap holds dashboards/agentwatch.json verbatim",
+                list(cm["data"]) == ["agentwatch.json"]
+                and cm["data"]["agentwatch.json"].strip() == DASHBOARD.read_text(encoding="utf-8").strip(),
+            )
+    else:
+        r.check(f"{tag}: no dashboard ConfigMap", not dash_cms)
+
+    # The PrometheusRule: present iff enabled; structure, alerts and their PromQL.
+    prs = by_kind(objs, "PrometheusRule")
+    if merged["prometheus"]["rules"]["enabled"]:
+        if r.check(f"{tag}: one PrometheusRule", len(prs) == 1):
+            check_prometheus_rule(r, tag, prs[0], merged, METRICS, LITERALS)
+            if PROMTOOL:
+                promtool_check(r, f"{tag}: PrometheusRule", prs[0]["spec"]["groups"], PROMTOOL)
+    else:
+        r.check(f"{tag}: no PrometheusRule", not prs)
+
     # The topic-creation hook.
     jobs = by_kind(objs, "Job")
     if merged["createTopics"]["enabled"]:
@@ -647,8 +1235,8 @@ def check_rendered_set(
 
     if kv is not None:
         for o in objs:
-            if o["kind"] == "ServiceMonitor":
-                continue  # a CRD: kubernetes-validate has no schema for it
+            if o["kind"] in ("ServiceMonitor", "PrometheusRule"):
+                continue  # CRDs: kubernetes-validate has no schema for them
             for version in (kv.latest_version() if v == "latest" else v for v in KUBE_VERSIONS):
                 try:
                     kv.validate(o, version, strict=True)
@@ -672,7 +1260,11 @@ def run_check_config(
 ) -> None:
     """Runs `agentwatch check-config` on the rendered ConfigMap with each container's
     environment, the mounted secret replaced by a temporary file."""
-    cms = {cm["metadata"]["name"]: cm["data"]["agentwatch.toml"] for cm in by_kind(objs, "ConfigMap")}
+    cms = {
+        cm["metadata"]["name"]: cm["data"]["agentwatch.toml"]
+        for cm in by_kind(objs, "ConfigMap")
+        if "agentwatch.toml" in cm.get("data", {})
+    }
     pods = []
     replicas = workload["spec"]["replicas"]
     for ordinal in sorted({0, replicas - 1}):
@@ -782,6 +1374,9 @@ def check_rendering(r: Report, values: dict, with_kv: bool, agentwatch: str | No
         except helm.HelmError:
             r.check(f"bad-values/{f.name} is rejected by Helm's schema validation", True)
 
+    if PROMTOOL:
+        promtool_unit_tests(r, rd, PROMTOOL)
+
     fails = sorted((TESTS / "render-fail").glob("*.yaml"))
     r.check("helm/tests/render-fail has cases", len(fails) >= 1)
     for f in fails:
@@ -794,10 +1389,13 @@ def check_rendering(r: Report, values: dict, with_kv: bool, agentwatch: str | No
 
 
 DEFAULTS: dict = {}
+METRICS: dict[str, Metric] = {}
+LITERALS: set[str] = set()
+PROMTOOL: str | None = None
 
 
 def main() -> int:
-    global DEFAULTS
+    global DEFAULTS, METRICS, LITERALS, PROMTOOL
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--render", action="store_true", help="require helm-python-sdk (fail when it is missing)")
     ap.add_argument(
@@ -805,6 +1403,11 @@ def main() -> int:
     )
     ap.add_argument(
         "--agentwatch", metavar="BIN", help="agentwatch binary for check-config on the rendered configs"
+    )
+    ap.add_argument(
+        "--promtool",
+        action="store_true",
+        help="require promtool (Debian package prometheus; fail when it is missing)",
     )
     args = ap.parse_args()
 
@@ -816,6 +1419,22 @@ def main() -> int:
     check_values_documented(r, DEFAULTS, schema)
     check_templates(r, DEFAULTS)
     check_dockerfile(r, DEFAULTS)
+    METRICS, LITERALS = metric_catalogue(), source_literals()
+    typed = sum(1 for m in METRICS.values() if m.kind)
+    r.check(f"src/ registers metrics the checks can read ({typed} found)", typed >= 20, str(sorted(METRICS)))
+    dash = check_dashboard(r, METRICS, LITERALS)
+    check_rules_template(r, METRICS)
+    PROMTOOL = shutil.which("promtool")
+    if args.promtool and not PROMTOOL:
+        r.check("promtool is installed (--promtool)", False, "apt-get install prometheus")
+    if PROMTOOL:
+        if dash is not None:
+            promtool_dashboard(r, dash, PROMTOOL)
+    else:
+        print(
+            "check_chart: promtool not installed; rules not checked by promtool"
+            " (use --promtool to require it)"
+        )
 
     have_helm = importlib.util.find_spec("helm_python") is not None
     have_kv = importlib.util.find_spec("kubernetes_validate") is not None

@@ -297,3 +297,69 @@ spec:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end }}
+
+{{/*
+PromQL label matchers (without braces) that pick this release's targets in the alert
+rules: prometheus.rules.selector, or the `job` label the chart's ServiceMonitor gives
+them plus the release namespace. The Prometheus Operator takes `job` from the Service
+label named by jobLabel, or the Service's name when it has no such label.
+*/}}
+{{- define "agentwatch.rulesSelector" -}}
+{{- if .Values.prometheus.rules.selector }}
+{{- .Values.prometheus.rules.selector }}
+{{- else }}
+{{- $svcLabels := merge (dict "app.kubernetes.io/component" "metrics") (.Values.service.labels | default dict) (fromYaml (include "agentwatch.labels" .)) }}
+{{- $job := get $svcLabels (default "app.kubernetes.io/name" .Values.prometheus.monitor.jobLabel) | toString }}
+{{- printf "job=%q,namespace=%q" (default (include "agentwatch.fullname" .) $job) .Release.Namespace }}
+{{- end }}
+{{- end }}
+
+{{/*
+Seconds between sweeps for the sweep alerts: prometheus.rules.sweepIntervalSeconds, or
+`interval = "<n>ms|s|m|h"` in the [poll] section of config, or agentwatch's default 10.
+*/}}
+{{- define "agentwatch.sweepIntervalSeconds" -}}
+{{- $secs := int .Values.prometheus.rules.sweepIntervalSeconds }}
+{{- if not $secs }}
+{{- $poll := regexFind "\\[poll\\][^\\[]*" .Values.config }}
+{{- $line := regexFind "(?m)^\\s*interval\\s*=\\s*\"[0-9]+(ms|s|m|h)\"" $poll }}
+{{- if $line }}
+{{- $num := regexFind "[0-9]+" $line | int }}
+{{- $unit := regexFind "(ms|s|m|h)\"$" $line | trimSuffix "\"" }}
+{{- $secs = $num }}
+{{- if eq $unit "ms" }}{{ $secs = div (add $num 999) 1000 }}{{ end }}
+{{- if eq $unit "m" }}{{ $secs = mul $num 60 }}{{ end }}
+{{- if eq $unit "h" }}{{ $secs = mul $num 3600 }}{{ end }}
+{{- else }}
+{{- $secs = 10 }}
+{{- end }}
+{{- end }}
+{{- $secs }}
+{{- end }}
+
+{{/*
+`for`, labels and the runbook link of one chart alert, with prometheus.rules.overrides
+applied. Ends inside `annotations:`, so the caller adds summary and description below.
+Argument: (dict "root" $ "alert" NAME "runbook" ANCHOR "for" DURATION "severity" SEVERITY);
+ANCHOR is the heading anchor of the alert's section in docs/troubleshooting.md
+(scripts/check_chart.py checks that it exists).
+*/}}
+{{- define "agentwatch.alertMeta" -}}
+{{- $rules := .root.Values.prometheus.rules }}
+{{- $o := index $rules.overrides .alert | default dict -}}
+for: {{ $o.for | default .for }}
+labels:
+  severity: {{ $o.severity | default .severity }}
+  {{- with $rules.alertLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+annotations:
+  runbook_url: {{ printf "%s#%s" $rules.runbookBaseUrl .runbook | quote }}
+{{- end }}
+
+{{/*
+A ratio value as a percentage for alert descriptions: 0.05 -> "5%".
+*/}}
+{{- define "agentwatch.percent" -}}
+{{- round (mulf . 100) 2 }}%
+{{- end }}

@@ -18,7 +18,8 @@ pub enum Format {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+// Debug is written by hand: `options` may hold credentials.
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap servers, comma-separated `host:port`.
@@ -63,9 +64,71 @@ pub struct KafkaConfig {
     pub max_in_flight_bytes: usize,
     /// Extra librdkafka properties passed through unchanged (e.g. `"linger.ms" = "5"`,
     /// `"security.protocol" = "SASL_SSL"`). agentwatch's own settings
-    /// (`enable.idempotence`, `acks`) cannot be overridden here.
-    #[serde(default)]
+    /// (`enable.idempotence`, `acks`) cannot be overridden here. Values of secret
+    /// properties (`*password*`, `*secret*`, `sasl.oauthbearer.config`, `*.pem` key
+    /// material) are printed as `***` by `check-config`; prefer setting them from the
+    /// environment (`AGENTWATCH__KAFKA__OPTIONS__SASL.PASSWORD`).
+    #[serde(default, serialize_with = "serialize_options_masked")]
     pub options: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options: BTreeMap<&str, &str> = self
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret_option(k) {
+                    "***"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("events_topic", &self.events_topic)
+            .field("state_topic", &self.state_topic)
+            .field("slot_topic", &self.slot_topic)
+            .field("format", &self.format)
+            .field("source", &self.source)
+            .field("create_topics", &self.create_topics)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("message_timeout", &self.message_timeout)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_in_flight_bytes", &self.max_in_flight_bytes)
+            .field("options", &options)
+            .finish()
+    }
+}
+
+/// True for librdkafka properties whose value is a credential.
+pub fn is_secret_option(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password")
+        || k.contains("secret")
+        || k == "sasl.oauthbearer.config"
+        || k == "ssl.key.pem"
+        || k == "ssl_key"
+        || k.ends_with(".key.pem")
+}
+
+fn serialize_options_masked<S: serde::Serializer>(
+    options: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(options.len()))?;
+    for (k, v) in options {
+        if is_secret_option(k) {
+            m.serialize_entry(k, "***")?;
+        } else {
+            m.serialize_entry(k, v)?;
+        }
+    }
+    m.end()
 }
 
 fn default_brokers() -> String {
