@@ -198,12 +198,7 @@ async fn upstream_faults_never_produce_false_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_gse_does_not_know_are_not_found_and_a_forgotten_agent_is_a_real_update() {
     let broker = Broker::shared();
-    let sim = Sim::start(SimConfig {
-        agents: 300,
-        seed: 3,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = Sim::agents(300, 3).await;
     let mut cfg = service_config(&sim, &broker.brokers, "not-found");
     cfg.gse.batch_size = 10;
     let svc = Service::start(&cfg).await;

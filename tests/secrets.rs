@@ -8,7 +8,6 @@ use std::{
     time::Duration,
 };
 
-use agentwatch::sim::SimConfig;
 use common::*;
 use secrecy::SecretString;
 
@@ -19,12 +18,7 @@ const SASL_PASSWORD: &str = "sasl-password-Hy52tRb9";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_appears_in_logs_metrics_answers_or_check_config() {
     let broker = Broker::shared();
-    let sim = Sim::start(SimConfig {
-        agents: 50,
-        seed: 31,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = Sim::agents(50, 31).await;
     let mut cfg = service_config(&sim, &broker.brokers, "secrets");
     cfg.log.level = "debug".into();
     cfg.slot.enabled = true;

@@ -5,18 +5,13 @@ mod common;
 
 use std::collections::HashSet;
 
-use agentwatch::{proto::v1::Op, sim::SimConfig};
+use agentwatch::proto::v1::Op;
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shards_cover_every_agent_exactly_once_and_a_rescale_to_three_emits_nothing() {
     let broker = Broker::shared();
-    let sim = Sim::start(SimConfig {
-        agents: 600,
-        seed: 21,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = Sim::agents(600, 21).await;
     let base = service_config(&sim, &broker.brokers, "sharding");
     let start = |index: u32, total: u32| {
         let mut c = base.clone();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use agentwatch::{
     config::Config,
-    sim::{DispatchedMessage, SimAgent, SimConfig},
+    sim::{DispatchedMessage, SimAgent},
 };
 use common::*;
 use secrecy::SecretString;
@@ -35,12 +35,7 @@ fn slot_config(sim: &Sim, brokers: &str, name: &str) -> Config {
 }
 
 async fn start_sim() -> Sim {
-    let sim = Sim::start(SimConfig {
-        agents: 50,
-        seed: 5,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = Sim::agents(50, 5).await;
     sim.sim
         .set_slot_credentials(Some((SLOT_ID, DISPATCH_TOKEN.to_owned())));
     sim

@@ -125,12 +125,7 @@ async fn auto_falls_back_to_gse_v1_when_v2_does_not_exist() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_stays_on_v2_when_it_exists() {
     let broker = Broker::shared();
-    let sim = Sim::start(SimConfig {
-        agents: 50,
-        seed: 13,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = Sim::agents(50, 13).await;
     let mut cfg = service_config(&sim, &broker.brokers, "gse-auto-v2");
     cfg.gse.api = GseApi::Auto;
     cfg.gse.esb_base_url = format!("http://{}/api/c/compapi/v2/gse/", sim.addr);
@@ -151,12 +146,7 @@ async fn auto_stays_on_v2_when_it_exists() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_stopping_on_10_hosts_gives_10_updates_naming_the_plugin() {
     let broker = Broker::shared();
-    let sim = Sim::start(SimConfig {
-        agents: 300,
-        seed: 14,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = Sim::agents(300, 14).await;
     let mut cfg = service_config(&sim, &broker.brokers, "plugins");
     cfg.nodeman.plugins = true;
     let svc = Service::start(&cfg).await;
@@ -203,12 +193,7 @@ async fn a_plugin_stopping_on_10_hosts_gives_10_updates_naming_the_plugin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_info_is_carried_and_only_tracked_fields_make_events() {
     let broker = Broker::shared();
-    let sim = Sim::start(SimConfig {
-        agents: 150,
-        seed: 15,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = Sim::agents(150, 15).await;
     let mut cfg = service_config(&sim, &broker.brokers, "agent-info");
     cfg.gse.agent_info = true;
     cfg.gse.agent_info_interval = std::time::Duration::from_secs(1);
@@ -254,12 +239,7 @@ async fn agent_info_is_carried_and_only_tracked_fields_make_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cmdb_inventory_paging_over_2345_hosts_yields_exactly_2345_agents() {
     let broker = Broker::shared();
-    let sim = Sim::start(SimConfig {
-        agents: 2345,
-        seed: 16,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = Sim::agents(2345, 16).await;
     let mut cfg = service_config(&sim, &broker.brokers, "cmdb");
     cfg.inventory.source = agentwatch::sources::inventory::SourceKind::Cmdb;
     cfg.cmdb.base_url = format!("http://{}/api/bk-cmdb/prod/", sim.addr);
@@ -297,12 +277,7 @@ async fn cmdb_inventory_paging_over_2345_hosts_yields_exactly_2345_agents() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_inventory_edited_at_runtime_adds_and_later_removes_agents() {
     let broker = Broker::shared();
-    let sim = Sim::start(SimConfig {
-        agents: 60,
-        seed: 17,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = Sim::agents(60, 17).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("hosts.yaml");
     let truth = sim.sim.truth();

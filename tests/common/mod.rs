@@ -143,6 +143,16 @@ pub struct Sim {
 }
 
 impl Sim {
+    /// A simulator of `agents` hosts from `seed`, everything else default.
+    pub async fn agents(agents: usize, seed: u64) -> Sim {
+        Sim::start(SimConfig {
+            agents,
+            seed,
+            ..SimConfig::default()
+        })
+        .await
+    }
+
     pub async fn start(cfg: SimConfig) -> Sim {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
