@@ -75,7 +75,14 @@ if ! PYTHONPATH="$CHARTCHECK" python3 -c "import helm_python, kubernetes_validat
   python3 -m pip install --quiet --require-hashes --no-deps --target "$CHARTCHECK" -r helm/check-requirements.txt
 fi
 cargo build --bin agentwatch
-PYTHONPATH="$CHARTCHECK" python3 scripts/check_chart.py --render --kube-validate --agentwatch "${CARGO_TARGET_DIR:-target}/debug/agentwatch"
+# promtool (Debian's prometheus package) checks and unit-tests the chart's alert rules.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "==> installing promtool (Debian package prometheus)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+PYTHONPATH="$CHARTCHECK" python3 scripts/check_chart.py --render --kube-validate --promtool \
+  --agentwatch "${CARGO_TARGET_DIR:-target}/debug/agentwatch"
 
 echo "==> cargo test"
 cargo test --lib --bins --tests -- --test-threads 2 2>&1 | tee "$RUN/test.log"
