@@ -319,6 +319,41 @@ impl Drop for SimProcess {
     }
 }
 
+/// Starts a tansu broker (memory engine) on a free loopback port and waits until it
+/// accepts connections; returns the process and the port. Used by `agentwatch bench`
+/// and the tests.
+pub fn spawn_tansu(bin: &std::path::Path) -> std::io::Result<(Child, u16)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut child = Command::new(bin)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("tansu did not listen on port {port} within 10s"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((child, port))
+}
+
 struct BrokerHandle {
     brokers: String,
     kind: &'static str,
@@ -341,37 +376,11 @@ impl BrokerHandle {
             std::path::Path::new(p).exists().then(|| p.to_owned())
         });
         if let Some(bin) = tansu {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .map_err(|e| BenchError::Start {
+            let (child, port) =
+                spawn_tansu(std::path::Path::new(&bin)).map_err(|e| BenchError::Start {
                     what: "tansu",
                     detail: e.to_string(),
                 })?;
-            let url = format!("tcp://127.0.0.1:{port}");
-            let child = Command::new(&bin)
-                .args([
-                    "broker",
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                ])
-                .args(["--storage-engine", "memory://tansu/"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| BenchError::Start {
-                    what: "tansu",
-                    detail: e.to_string(),
-                })?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                if Instant::now() > deadline {
-                    return Err(BenchError::Timeout("tansu start"));
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
             return Ok(BrokerHandle {
                 brokers: format!("127.0.0.1:{port}"),
                 kind: "tansu",

@@ -50,29 +50,8 @@ impl Broker {
     /// A private tansu process (memory engine), for tests that stop or pause it.
     pub fn private() -> Broker {
         let bin = tansu_bin();
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        let (child, port) = agentwatch::benchmark::spawn_tansu(&bin)
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
         Broker {
             brokers: format!("127.0.0.1:{port}"),
             child: Some(child),
