@@ -43,6 +43,9 @@ pub struct KafkaSink {
     source: String,
 }
 
+/// Most records handed to the producer per wake-up of the loop.
+const DISPATCH_BATCH: usize = 512;
+
 /// Longest wait before retrying a failed record.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 
@@ -108,9 +111,21 @@ impl KafkaSink {
                 }
                 w = work.recv(), if room => {
                     let Some(w) = w else { break };
-                    if let Some(fut) = self.dispatch(w, &mut failure_streak, &mut retries) {
-                        bytes_in_flight += fut.0;
-                        in_flight.push(fut.1);
+                    // Take a batch per wake-up rather than one record per trip through
+                    // `select!`: during a storm the queue holds thousands of agents.
+                    let mut next = Some(w);
+                    let mut taken = 0;
+                    while let Some(w) = next.take() {
+                        if let Some(fut) = self.dispatch(w, &mut failure_streak, &mut retries) {
+                            bytes_in_flight += fut.0;
+                            in_flight.push(fut.1);
+                        }
+                        taken += 1;
+                        let room = in_flight.len() < self.cfg.max_in_flight
+                            && bytes_in_flight < self.cfg.max_in_flight_bytes;
+                        if room && taken < DISPATCH_BATCH {
+                            next = work.try_recv().ok();
+                        }
                     }
                 }
                 _ = shutdown.cancelled(), if deadline.is_none() => {
