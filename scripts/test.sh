@@ -68,6 +68,13 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets -- -D warnings
+echo "==> cargo deny (licenses, bans, sources; advisories need the RustSec database, which cannot be fetched here)"
+DENY="$TOOLS/cargo-deny/bin/cargo-deny"
+if ! [ -x "$DENY" ]; then
+  cargo install cargo-deny --version 0.20.2 --locked --quiet --root "$TOOLS/cargo-deny"
+fi
+"$DENY" deny --offline --log-level error check licenses bans sources
+
 echo "==> helm chart (lint, render, schema, kube-validate; helm-python-sdk bundles Helm's engine)"
 CHARTCHECK="$TOOLS/chartcheck"
 if ! PYTHONPATH="$CHARTCHECK" python3 -c "import helm_python, kubernetes_validate, yaml, jsonschema" 2>/dev/null; then
