@@ -144,6 +144,24 @@ pub(crate) struct GetAgentStatusRequest {
     pub hosts: Option<Vec<HostAddress>>,
 }
 
+impl GetAgentStatusRequest {
+    /// The `hosts` of a GSE 1.x ESB body (`get_agent_status/`, `get_agent_info/`), or
+    /// the ESB error reply naming what is wrong.
+    pub fn hosts(body: &[u8], request_id: &str) -> Result<Vec<HostAddress>, (StatusCode, Vec<u8>)> {
+        let esb_error = |message: &str| {
+            (
+                StatusCode::OK,
+                reply::business_error(codes::ESB_COMPONENT_ERROR, message, request_id),
+            )
+        };
+        match reply::parse_object::<GetAgentStatusRequest>(body) {
+            Ok(GetAgentStatusRequest { hosts: Some(hosts) }) => Ok(hosts),
+            Ok(_) => Err(esb_error("hosts is required")),
+            Err(message) => Err(esb_error(&message)),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 pub(crate) struct HostAddress {
     pub ip: String,
@@ -171,16 +189,9 @@ impl Api for GetAgentStatus {
     const BODY_CREDENTIALS: bool = true;
 
     fn respond(sim: &Simulator, body: &[u8], request_id: &str) -> (StatusCode, Vec<u8>) {
-        let esb_error = |message: &str| {
-            (
-                StatusCode::OK,
-                reply::business_error(codes::ESB_COMPONENT_ERROR, message, request_id),
-            )
-        };
-        let hosts = match reply::parse_object::<GetAgentStatusRequest>(body) {
-            Ok(GetAgentStatusRequest { hosts: Some(hosts) }) => hosts,
-            Ok(_) => return esb_error("hosts is required"),
-            Err(message) => return esb_error(&message),
+        let hosts = match GetAgentStatusRequest::hosts(body, request_id) {
+            Ok(hosts) => hosts,
+            Err(reply) => return reply,
         };
         sim.stats.ids(hosts.len());
         let inventory = sim.read();

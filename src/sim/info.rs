@@ -221,16 +221,9 @@ impl Api for GetAgentInfo {
     const BODY_CREDENTIALS: bool = true;
 
     fn respond(sim: &Simulator, body: &[u8], request_id: &str) -> (StatusCode, Vec<u8>) {
-        let esb_error = |message: &str| {
-            (
-                StatusCode::OK,
-                reply::business_error(codes::ESB_COMPONENT_ERROR, message, request_id),
-            )
-        };
-        let hosts = match reply::parse_object::<GetAgentStatusRequest>(body) {
-            Ok(GetAgentStatusRequest { hosts: Some(hosts) }) => hosts,
-            Ok(_) => return esb_error("hosts is required"),
-            Err(message) => return esb_error(&message),
+        let hosts = match GetAgentStatusRequest::hosts(body, request_id) {
+            Ok(hosts) => hosts,
+            Err(reply) => return reply,
         };
         let inventory = sim.read();
         // Keyed "cloud:ip" like get_agent_status; IPv4 only, unknown hosts omitted.
