@@ -86,6 +86,10 @@ enum Command {
         batch_size: usize,
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+        /// Also produce this many records straight through librdkafka (agentwatch's
+        /// producer settings, nothing else) to show the machine's ceiling; 0 = skip.
+        #[arg(long, default_value_t = 0)]
+        producer_baseline: usize,
     },
     /// Kafka administration with the service's config.
     Kafka {
@@ -171,6 +175,7 @@ fn main() -> ExitCode {
                 brokers,
                 batch_size,
                 concurrency,
+                producer_baseline,
             } => {
                 init_logging(LogFormat::Text, "warn");
                 let opts = agentwatch::benchmark::BenchOptions {
@@ -180,6 +185,7 @@ fn main() -> ExitCode {
                     brokers,
                     batch_size,
                     concurrency,
+                    producer_baseline,
                 };
                 report(
                     agentwatch::benchmark::run(opts)

@@ -99,8 +99,13 @@ impl Diff {
     /// Names of the tracked fields that differ, in .proto order; nested ones dotted
     /// (`info.parent_ip`, `plugins.<name>.status`). Empty means "no change".
     pub fn changed_fields(&self, a: &AgentState, b: &AgentState) -> Vec<String> {
+        self.changed_fields_view(&a.view(), &b.view())
+    }
+
+    /// [`Diff::changed_fields`] of two borrowed states.
+    pub fn changed_fields_view(&self, a: &AgentView<'_>, b: &AgentView<'_>) -> Vec<String> {
         let mut out = Vec::new();
-        self.visit(&a.view(), &b.view(), &mut |f: Field<'_>| {
+        self.visit(a, b, &mut |f: Field<'_>| {
             out.push(f.to_string());
             false
         });

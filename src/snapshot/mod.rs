@@ -1,6 +1,7 @@
 //! The in-memory snapshot of every agent and the diff that turns observations into
 //! change events.
 
+mod compact;
 pub mod diff;
 mod query;
 mod status;

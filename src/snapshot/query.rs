@@ -27,7 +27,10 @@ use std::{
     sync::{atomic::Ordering, Arc},
 };
 
-use super::store::{Entry, Store};
+use super::{
+    store::{Entry, Store},
+    view::AgentView,
+};
 use crate::proto::v1::AgentState;
 
 /// What the index keys an agent by: host id, cloud area and IP of its latest state.
@@ -42,7 +45,7 @@ pub(super) struct Identity {
 }
 
 impl Identity {
-    pub(super) fn of(s: &AgentState) -> Identity {
+    pub(super) fn of(s: &AgentView<'_>) -> Identity {
         Identity {
             host_id: s.host_id,
             cloud_id: s.cloud_id,
@@ -70,8 +73,8 @@ pub struct AgentRecord {
 }
 
 impl AgentRecord {
-    fn of(e: &Entry) -> Option<AgentRecord> {
-        let state = e.latest()?.clone();
+    fn of(agent_id: &str, e: &Entry) -> Option<AgentRecord> {
+        let state = e.latest()?.to_state(agent_id);
         Some(AgentRecord {
             observed_at_ms: if e.observed_ms > 0 {
                 e.observed_ms
@@ -278,7 +281,8 @@ impl Store {
 
     /// The agent's latest known state; `None` for an unknown agent or one being deleted.
     pub fn agent(&self, agent_id: &str) -> Option<AgentRecord> {
-        AgentRecord::of(&*self.map.get(agent_id)?)
+        let e = self.map.get(agent_id)?;
+        AgentRecord::of(e.key(), &e)
     }
 
     /// The agent whose latest state has this host id. When several do (a host whose
@@ -331,7 +335,7 @@ impl Store {
         let mut rows: Vec<(Arc<str>, Identity)> = Vec::with_capacity(self.map.len());
         for e in self.map.iter() {
             if let Some(s) = e.latest() {
-                rows.push((e.key().clone(), Identity::of(s)));
+                rows.push((e.key().clone(), Identity::of(&s.view(e.key()))));
             }
         }
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -368,7 +372,12 @@ impl Store {
             if e.pending.is_some() || e.in_flight.is_some() {
                 s.pending += 1;
             }
-            *s.by_status.entry(latest.status.clone()).or_default() += 1;
+            let latest = latest.view(e.key());
+            if let Some(n) = s.by_status.get_mut(latest.status) {
+                *n += 1;
+            } else {
+                s.by_status.insert(latest.status.to_owned(), 1);
+            }
             *s.by_biz.entry(latest.biz_id).or_default() += 1;
             *s.by_cloud.entry(latest.cloud_id).or_default() += 1;
         }

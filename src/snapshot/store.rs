@@ -22,8 +22,8 @@ use dashmap::DashMap;
 use tokio::sync::mpsc;
 
 use super::{
+    compact::{Interner, Stored},
     diff,
-    query::Identity,
     view::{AgentView, View},
 };
 use crate::proto::v1::{AgentEvent, AgentState, Op};
@@ -41,7 +41,7 @@ pub enum Work {
 #[derive(Debug, Clone)]
 pub(super) struct Change {
     /// The new state; `None` means the agent is being deleted.
-    pub(super) after: Option<AgentState>,
+    pub(super) after: Option<Stored>,
     /// Seen during the initial snapshot (empty state topic at start).
     initial: bool,
     /// For a first event (create/snapshot): the new incarnation, fixed when the change
@@ -55,7 +55,7 @@ pub(super) struct Change {
 pub(super) struct Entry {
     /// What the events topic last said about this agent; `None` before its first event
     /// (or after its delete event).
-    pub(super) acked: Option<AgentState>,
+    pub(super) acked: Option<Stored>,
     /// `seq` of the last acknowledged event.
     pub(super) seq: u64,
     /// Start of the agent's current incarnation (see the .proto).
@@ -66,7 +66,7 @@ pub(super) struct Entry {
     pub(super) in_flight: Option<Box<Change>>,
     /// With `poll.confirm_sweeps > 1`: a change seen but not yet confirmed, and in how
     /// many consecutive sweeps it was seen.
-    candidate: Option<Box<(AgentState, u32)>>,
+    candidate: Option<Box<(Stored, u32)>>,
     /// The sink holds a `Work::Event` for this agent (queued or waiting to retry).
     event_queued: bool,
     /// `acked` is newer than the state topic's record.
@@ -85,7 +85,7 @@ pub(super) struct Entry {
 
 impl Entry {
     /// The newest state this process knows (pending, else in flight, else acked).
-    pub(super) fn latest(&self) -> Option<&AgentState> {
+    pub(super) fn latest(&self) -> Option<&Stored> {
         match (&self.pending, &self.in_flight) {
             (Some(c), _) => c.after.as_ref(),
             (None, Some(c)) => c.after.as_ref(),
@@ -94,7 +94,7 @@ impl Entry {
     }
 
     /// The state the next pending change is compared against.
-    fn base(&self) -> Option<&AgentState> {
+    fn base(&self) -> Option<&Stored> {
         match &self.in_flight {
             Some(c) => c.after.as_ref(),
             None => self.acked.as_ref(),
@@ -168,6 +168,8 @@ pub struct Store {
     /// Consecutive sweeps a changed state must be seen in before it is emitted.
     confirm_sweeps: u32,
     diff: diff::Diff,
+    /// Shared strings of the stored states (see `compact.rs`).
+    interner: Interner,
     work: mpsc::UnboundedSender<Work>,
 }
 
@@ -187,6 +189,7 @@ impl Store {
             initial_snapshot: AtomicBool::new(true),
             confirm_sweeps: opts.confirm_sweeps.max(1),
             diff: opts.diff,
+            interner: Interner::default(),
             work: tx,
         };
         (Arc::new(store), rx)
@@ -213,7 +216,7 @@ impl Store {
             Arc::from(agent_id),
             Entry {
                 observed_ms: state.observed_at_ms,
-                acked: Some(state),
+                acked: Some(Stored::from_view(&state.view(), &self.interner)),
                 seq,
                 incarnation_ms,
                 ..Entry::default()
@@ -252,18 +255,35 @@ impl Store {
         let key;
         match self.map.get_mut(agent_id) {
             Some(mut e) => {
-                let identity = e.latest().map(Identity::of);
                 e.stale = false;
                 e.missing = 0;
                 e.observed_ms = observed.observed_at_ms;
                 let (changed, debounce) = match e.base() {
                     Some(base) => (
-                        self.diff.differs_view(&base.view(), observed),
+                        self.diff.differs_view(&base.view(agent_id), observed),
                         self.confirm_sweeps > 1,
                     ),
                     None => (true, false),
                 };
-                if changed && debounce && !self.confirmed(&mut e, observed) {
+                // Does the latest state's host id, cloud or IP move (the query index
+                // must then be rebuilt)? Decided before the entry changes; an unchanged
+                // agent with nothing pending skips it.
+                let moved = if changed {
+                    e.latest()
+                        .is_none_or(|l| !same_identity(&l.view(agent_id), observed))
+                } else {
+                    match (e.pending.as_ref(), e.base()) {
+                        (None, _) => false,
+                        (Some(p), base) => match (p.after.as_ref(), base) {
+                            (Some(p), Some(b)) => {
+                                !same_identity(&p.view(agent_id), &b.view(agent_id))
+                            }
+                            _ => true,
+                        },
+                    }
+                };
+                let held = changed && debounce && !self.confirmed(&mut e, observed);
+                if held {
                     // Not yet seen often enough; what is pending (if anything) stays.
                 } else if changed {
                     e.candidate = None;
@@ -274,7 +294,7 @@ impl Store {
                         .as_ref()
                         .map_or(observed.observed_at_ms, |p| p.incarnation_ms);
                     e.pending = Some(Box::new(Change {
-                        after: Some(observed.to_state()),
+                        after: Some(Stored::from_view(observed, &self.interner)),
                         initial: initial && e.acked.is_none(),
                         incarnation_ms,
                         sweep,
@@ -289,7 +309,7 @@ impl Store {
                     e.pending = None;
                     e.candidate = None;
                 }
-                if e.latest().map(Identity::of) != identity {
+                if moved && !held {
                     self.generation.fetch_add(1, Ordering::Release);
                 }
                 key = e.key().clone();
@@ -301,7 +321,7 @@ impl Store {
                     Entry {
                         observed_ms: observed.observed_at_ms,
                         pending: Some(Box::new(Change {
-                            after: Some(observed.to_state()),
+                            after: Some(Stored::from_view(observed, &self.interner)),
                             initial,
                             incarnation_ms: observed.observed_at_ms,
                             sweep,
@@ -324,12 +344,12 @@ impl Store {
     /// sweeps. A different state in between restarts the count.
     fn confirmed(&self, e: &mut Entry, observed: &AgentView<'_>) -> bool {
         let seen = match e.candidate.as_deref_mut() {
-            Some((c, n)) if !self.diff.differs_view(&c.view(), observed) => {
+            Some((c, n)) if !self.diff.differs_view(&c.view(observed.agent_id), observed) => {
                 *n += 1;
                 *n
             }
             _ => {
-                e.candidate = Some(Box::new((observed.to_state(), 1)));
+                e.candidate = Some(Box::new((Stored::from_view(observed, &self.interner), 1)));
                 1
             }
         };
@@ -402,7 +422,9 @@ impl Store {
             (None, Some(_)) => (Op::Create, Vec::new()),
             (Some(_), None) => (Op::Delete, Vec::new()),
             (Some(before), Some(after)) => {
-                let fields = self.diff.changed_fields(before, after);
+                let fields = self
+                    .diff
+                    .changed_fields_view(&before.view(agent_id), &after.view(agent_id));
                 if fields.is_empty() {
                     return None;
                 }
@@ -427,11 +449,11 @@ impl Store {
         let event = AgentEvent {
             op: op as i32,
             before: if op == Op::Update || op == Op::Delete {
-                e.acked.clone()
+                e.acked.as_ref().map(|s| s.to_state(agent_id))
             } else {
                 None
             },
-            after: change.after.clone(),
+            after: change.after.as_ref().map(|s| s.to_state(agent_id)),
             ts_ms: now_ms,
             seq,
             sweep: change.sweep,
@@ -500,7 +522,7 @@ impl Store {
         e.state_in_flight = true;
         e.state_dirty = false;
         Some(OutState {
-            state: e.acked.clone(),
+            state: e.acked.as_ref().map(|s| s.to_state(agent_id)),
             seq: e.seq,
             incarnation_ms: e.incarnation_ms,
         })
@@ -543,7 +565,7 @@ impl Store {
     /// The acknowledged state and seq of one agent.
     pub fn acked(&self, agent_id: &str) -> Option<(AgentState, u64)> {
         let e = self.map.get(agent_id)?;
-        e.acked.clone().map(|s| (s, e.seq))
+        e.acked.as_ref().map(|s| (s.to_state(agent_id), e.seq))
     }
 
     /// Agents whose change or state write is not yet acknowledged.
@@ -558,7 +580,7 @@ impl Store {
         for e in self.map.iter() {
             let Some(latest) = e.latest() else { continue };
             s.agents += 1;
-            *s.by_code.entry(latest.status_code).or_default() += 1;
+            *s.by_code.entry(latest.status_code()).or_default() += 1;
             if e.stale {
                 s.stale += 1;
             }
@@ -577,6 +599,8 @@ impl Store {
                 s.oldest_pending = Some(s.oldest_pending.map_or(age, |o| o.max(age)));
             }
         }
+        // Once per sweep: forget shared strings no agent uses any more (few, cheap).
+        self.interner.prune();
         s
     }
 
@@ -591,6 +615,11 @@ impl Store {
     pub fn requeue(&self, w: Work) {
         self.push(w);
     }
+}
+
+/// Host id, cloud area and IP: what the query index keys an agent by.
+fn same_identity(a: &AgentView<'_>, b: &AgentView<'_>) -> bool {
+    a.host_id == b.host_id && a.cloud_id == b.cloud_id && a.ip == b.ip
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 mod config;
 pub mod encode;
 mod error;
-mod producer;
+pub mod producer;
 pub mod restore;
 mod sink;
 pub mod topics;

@@ -19,6 +19,12 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
 /// librdkafka's own retries. Its queue is sized above `kafka.max_in_flight` so the
 /// sink's own bound, not a `QueueFull` error, is what limits in-flight work.
 pub fn create_producer(cfg: &KafkaConfig) -> Result<FutureProducer, SinkError> {
+    producer_config(cfg).create().map_err(SinkError::Client)
+}
+
+/// The producer settings of [`create_producer`], for other producer types (the
+/// benchmark's baseline).
+pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = client_config(cfg);
     if !cfg.options.contains_key("linger.ms") {
         c.set("linger.ms", "5");
@@ -33,5 +39,5 @@ pub fn create_producer(cfg: &KafkaConfig) -> Result<FutureProducer, SinkError> {
         )
         .set("queue.buffering.max.messages", queue_messages.to_string())
         .set("queue.buffering.max.kbytes", queue_kbytes.to_string());
-    c.create().map_err(SinkError::Client)
+    c
 }
