@@ -101,5 +101,41 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec);
+/// The restore's own work per state record (no Kafka): decode, then insert into the
+/// snapshot. `agentwatch bench --producer-baseline` measures the broker's side.
+fn restore(c: &mut Criterion) {
+    const N: usize = 100_000;
+    let records: Vec<(String, Vec<u8>)> = (0..N)
+        .map(|i| {
+            let s = state(i, 2);
+            let key = s.agent_id.clone();
+            let rec = AgentStateRecord {
+                state: Some(s),
+                seq: 3,
+                written_at_ms: 1,
+                incarnation_ms: 1,
+            };
+            (key, encode::encode_state(&rec, Format::Protobuf))
+        })
+        .collect();
+    let mut g = c.benchmark_group("restore");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("decode_and_insert_100k", |b| {
+        b.iter(|| {
+            let (store, _work) = agentwatch::snapshot::Store::new();
+            for (key, bytes) in &records {
+                if let Ok(rec) = encode::decode_state(bytes, Format::Protobuf) {
+                    if let Some(st) = rec.state {
+                        store.restore_record(key, st, rec.seq, rec.incarnation_ms);
+                    }
+                }
+            }
+            store.len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec, restore);
 criterion_main!(benches);

@@ -89,8 +89,14 @@ pub async fn run(opts: BenchOptions) -> Result<Vec<Row>, BenchError> {
         let b = producer::run(&broker, opts.producer_baseline, 250).await?;
         println!(
             "raw producer ({}, {} records of {} B, acks=all, idempotent): {:.0} records/s with a \
-             future per record, {:.0} records/s with a counting callback",
-            broker.kind, b.records, b.payload_bytes, b.future_per_s, b.callback_per_s
+             future per record, {:.0} records/s with a counting callback; raw consumer: {:.0} \
+             records/s",
+            broker.kind,
+            b.records,
+            b.payload_bytes,
+            b.future_per_s,
+            b.callback_per_s,
+            b.consume_per_s
         );
     }
     Ok(rows)

@@ -34,6 +34,9 @@ pub struct Baseline {
     /// `ThreadedProducer` with a delivery callback that only counts: the least
     /// per-record work librdkafka allows.
     pub callback_per_s: f64,
+    /// Reading those records back from the beginning to end-of-partition with a bare
+    /// consumer: the ceiling of the start-up restore.
+    pub consume_per_s: f64,
 }
 
 pub(crate) async fn run(
@@ -65,6 +68,7 @@ pub(crate) async fn run(
 
     // Futures, as the sink does it.
     let producer = kafka::create_producer(&cfg).map_err(|e| start_err("producer", e))?;
+    // The callback run below writes to the state topic: the consume run reads it back.
     let t = Instant::now();
     let mut in_flight = FuturesUnordered::new();
     let mut failed = 0usize;
@@ -133,12 +137,60 @@ pub(crate) async fn run(
             format!("{errs} records failed"),
         ));
     }
+    let topic = cfg.state_topic.clone();
+    let consume_s = tokio::task::spawn_blocking(move || consume_all(&cfg, &topic))
+        .await
+        .map_err(|e| start_err("baseline (consume)", e))??;
     Ok(Baseline {
         records,
         payload_bytes,
         future_per_s: records as f64 / future_s,
         callback_per_s: records as f64 / callback_s,
+        consume_per_s: records as f64 / consume_s,
     })
+}
+
+/// Reads `topic` from the beginning until every partition reported its end, the way
+/// the restore does, but without decoding; returns the seconds it took.
+fn consume_all(cfg: &KafkaConfig, topic: &str) -> Result<f64, BenchError> {
+    use rdkafka::{
+        consumer::{BaseConsumer, Consumer},
+        Offset, TopicPartitionList,
+    };
+    let consumer: BaseConsumer<kafka::restore::QuietEofContext> = kafka::client_config(cfg)
+        .set(
+            "group.id",
+            format!("bench-baseline-{}", uuid::Uuid::new_v4()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create_with_context(kafka::restore::QuietEofContext)
+        .map_err(|e| start_err("baseline consumer", e))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..cfg.partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .map_err(|e| start_err("baseline consumer", e))?;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| start_err("baseline consumer", e))?;
+    let t = Instant::now();
+    let mut at_end = std::collections::HashSet::new();
+    while at_end.len() < cfg.partitions as usize {
+        if t.elapsed() > Duration::from_secs(300) {
+            return Err(BenchError::Timeout("baseline consume"));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                at_end.remove(&m.partition());
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            _ => {}
+        }
+    }
+    Ok(t.elapsed().as_secs_f64())
 }
 
 fn start_err(what: &'static str, e: impl std::fmt::Display) -> BenchError {

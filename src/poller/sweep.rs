@@ -458,8 +458,23 @@ impl Poller {
         let now = unix_ms();
         let api = self.gse.active();
         let v1 = self.gse.needs_ipv4();
-        let by_id: ahash::HashMap<&str, &GseAgentState> =
-            states.iter().map(|s| (s.agent_id.as_str(), s)).collect();
+        // GSE answers in the order asked, so the answer is walked alongside the batch;
+        // a map is built only once an answer is out of step (an unknown id left out,
+        // another order).
+        let mut next = 0usize;
+        let mut by_id: Option<ahash::HashMap<&str, &GseAgentState>> = None;
+        let mut find = |id: &str| -> Option<&GseAgentState> {
+            if by_id.is_none() {
+                if let Some(s) = states.get(next).filter(|s| s.agent_id == id) {
+                    next += 1;
+                    return Some(s);
+                }
+            }
+            by_id
+                .get_or_insert_with(|| states.iter().map(|s| (s.agent_id.as_str(), s)).collect())
+                .get(id)
+                .copied()
+        };
         for i in r {
             let id = &inv.ids[i];
             let host = &inv.hosts[i];
@@ -470,7 +485,7 @@ impl Poller {
                 continue;
             }
             let seen = Observed {
-                gse: by_id.get(id.as_str()).copied(),
+                gse: find(id),
                 api,
                 plugins: self.plugins.as_ref().and_then(|m| m.get(&host.host_id)),
                 info: self.info.get(id.as_str()),

@@ -207,10 +207,12 @@ pub(crate) fn legacy_agent_id(cloud_id: i64, ip: Ipv4Addr) -> String {
 pub(crate) struct Inventory {
     hosts: Vec<Host>,
     /// Non-empty `bk_agent_id` → host id.
-    by_agent: HashMap<Arc<str>, u64>,
+    // aHash: the simulator looks up every requested id per sweep and must stay well
+    // below the service's own cost (issue 7).
+    by_agent: HashMap<Arc<str>, u64, ahash::RandomState>,
     /// `(cloud, ipv4)` → host id, for every host with IPv4: GSE 1.x and legacy ids look hosts
     /// up this way.
-    by_addr: HashMap<(i64, u32), u64>,
+    by_addr: HashMap<(i64, u32), u64, ahash::RandomState>,
     next_host_id: u64,
     next_ip_index: u64,
 }
@@ -225,8 +227,8 @@ impl Inventory {
     ) -> Self {
         let mut inv = Inventory {
             hosts: Vec::with_capacity(count),
-            by_agent: HashMap::with_capacity(count),
-            by_addr: HashMap::with_capacity(count),
+            by_agent: HashMap::with_capacity_and_hasher(count, ahash::RandomState::new()),
+            by_addr: HashMap::with_capacity_and_hasher(count, ahash::RandomState::new()),
             next_host_id: 1,
             next_ip_index: 0,
         };

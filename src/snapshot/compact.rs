@@ -14,7 +14,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    hash::{BuildHasher, Hash, Hasher},
     sync::{Arc, Mutex},
 };
 
@@ -134,11 +133,7 @@ impl Interner {
             v.os_type,
             v.status_api,
         ];
-        let hash = {
-            let mut h = self.hasher.build_hasher();
-            fields.hash(&mut h);
-            h.finish()
-        };
+        let hash = self.hasher.hash_one(fields);
         let same = |p: &Profile| {
             [
                 &*p.status,

@@ -262,3 +262,34 @@ fn an_agent_that_returns_after_its_delete_starts_a_new_incarnation_with_new_even
     assert_eq!((back.seq, back.incarnation_ms), (3, 5000), "seq continues");
     assert_ne!(back.event_id, create.event_id, "new incarnation, new ids");
 }
+
+#[test]
+fn agents_are_found_after_the_map_made_room_for_a_restore() {
+    // `reserve` rehashes with its own idea of DashMap's hash: a mismatch would
+    // lose every existing entry from lookups.
+    let (s, _rx) = Store::new();
+    for i in 0..100 {
+        let id = format!("early-{i}");
+        s.restore(&id, st(&id, 2), 1);
+    }
+    s.reserve(50_000);
+    for i in 0..20_000 {
+        let id = format!("late-{i}");
+        s.restore(&id, st(&id, 3), 2);
+    }
+    for i in 0..100 {
+        let id = format!("early-{i}");
+        assert_eq!(
+            s.acked(&id).map(|(st, seq)| (st.status_code, seq)),
+            Some((2, 1))
+        );
+    }
+    for i in 0..20_000 {
+        let id = format!("late-{i}");
+        assert_eq!(
+            s.acked(&id).map(|(st, seq)| (st.status_code, seq)),
+            Some((3, 2))
+        );
+    }
+    assert_eq!(s.len(), 20_100);
+}
