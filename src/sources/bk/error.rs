@@ -91,7 +91,9 @@ pub enum ApiError {
 
     /// The answer announces more items than the configured limit allows (a hostile or
     /// broken `total`/`count` asking for a billion pages); nothing more is fetched.
-    #[error("{endpoint}: the answer announces {what} {value}, over the limit {limit} ({field})")]
+    #[error(
+        "{endpoint}: the answer announces {value} {what}, over the limit of {limit} ({field})"
+    )]
     OverLimit {
         endpoint: String,
         what: &'static str,

@@ -565,7 +565,7 @@ fn every_error_label_is_a_declared_outcome() {
         },
         ApiError::OverLimit {
             endpoint: endpoint(),
-            what: "total",
+            what: "hosts",
             value: 2,
             limit: 1,
             field: "nodeman.max_hosts",
