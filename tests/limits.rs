@@ -510,6 +510,72 @@ async fn a_gse_answer_one_byte_over_max_response_bytes_fails_only_its_batch_and_
     svc.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_in_flight_stop_at_exactly_max_in_flight_and_the_rest_wait_until_acked() {
+    // A private broker: it is paused, so nothing is acknowledged for a while.
+    let broker = Broker::private();
+    let sim = Sim::agents(100, 13).await;
+    let mut cfg = service_config(&sim, &broker.brokers, "limits-inflight");
+    cfg.kafka.max_in_flight = 5;
+    // Longer than the pause: librdkafka keeps retrying instead of timing out.
+    cfg.kafka.message_timeout = Duration::from_secs(60);
+    let svc = Service::start(&cfg).await;
+    svc.settle().await;
+    let events = &cfg.kafka.events_topic;
+    let before = event_ids(&broker.brokers, events);
+    let changed: Vec<String> = sim
+        .sim
+        .truth()
+        .into_iter()
+        .filter(|t| t.in_gse && t.status_code == 2)
+        .take(20)
+        .map(|t| t.agent_id)
+        .collect();
+    assert_eq!(changed.len(), 20);
+
+    broker.signal("STOP");
+    svc.between_sweeps().await;
+    for id in &changed {
+        assert!(sim.sim.set_status(id, 3));
+    }
+    let running = svc.running();
+    next_sweeps(running, 2).await;
+    // 20 changes = 40 records (event + state); exactly 5 are handed to the producer.
+    let mut peak = 0.0f64;
+    for _ in 0..10 {
+        let m = svc.metrics().await;
+        let now = metric_value(&m, "agentwatch_kafka_in_flight ");
+        assert!(now <= 5.0, "in flight {now} > kafka.max_in_flight 5");
+        peak = peak.max(now);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(peak, 5.0, "the limit is reached while the broker is paused");
+    assert_eq!(
+        running.store.stats().pending,
+        20,
+        "the rest wait as pending changes"
+    );
+    // Nothing else affected: the HTTP endpoint answers and sweeps go on.
+    assert_eq!(raw(running.http_addr, "GET", "/healthz", b"").await.0, 200);
+    next_sweeps(running, 1).await;
+
+    broker.signal("CONT");
+    svc.settle_after_sweeps(1).await;
+    let new = events_since(&broker.brokers, events, &before);
+    let mut got: Vec<String> = new
+        .iter()
+        .filter_map(|e| Some(e.after.as_ref()?.agent_id.clone()))
+        .collect();
+    got.sort();
+    let mut want = changed.clone();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "every change delivered exactly once after the pause"
+    );
+    svc.stop().await;
+}
+
 /// The harness config with the slot receiver on (see tests/slot.rs).
 fn slot_config(sim: &Sim, brokers: &str, name: &str) -> Config {
     let mut c = service_config(sim, brokers, name);
@@ -594,6 +660,39 @@ async fn a_slot_body_of_exactly_max_body_bytes_is_stored_and_one_byte_more_is_41
 }
 
 #[test]
+fn every_limit_at_its_bounds_is_accepted() {
+    let toml = r#"
+        [bk]
+        app_code = "agentwatch"
+        app_secret = "not-a-real-secret"
+        [http]
+        max_body_bytes = 268435456
+        max_query_ids = 1000000
+        header_read_timeout = "100ms"
+        request_timeout = "10m"
+        max_connections = 100000
+        [nodeman]
+        base_url = "http://nodeman.example/"
+        max_hosts = 50000000
+        [gse]
+        base_url = "http://gse.example/"
+        max_response_bytes = 1024
+        [inventory]
+        max_file_bytes = 4294967296
+        [kafka]
+        max_in_flight = 5000000
+        max_in_flight_bytes = 1073741824
+        [slot]
+        max_body_bytes = 67108864
+        dedup_capacity = 10000000
+        ack_timeout = "5m"
+    "#;
+    if let Err(e) = agentwatch::config::load_str(toml, "limits.toml", std::iter::empty()) {
+        panic!("limits at their bounds rejected:\n{e}");
+    }
+}
+
+#[test]
 fn every_limit_out_of_range_is_reported_by_field_at_start() {
     let toml = r#"
         [http]
@@ -611,6 +710,9 @@ fn every_limit_out_of_range_is_reported_by_field_at_start() {
         max_response_bytes = 1023
         [inventory]
         max_file_bytes = 1023
+        [kafka]
+        max_in_flight = 5000001
+        max_in_flight_bytes = 1073741825
         [slot]
         max_body_bytes = 1023
         dedup_capacity = 10000001
@@ -629,10 +731,44 @@ fn every_limit_out_of_range_is_reported_by_field_at_start() {
         "nodeman.max_response_bytes",
         "gse.max_response_bytes",
         "inventory.max_file_bytes",
+        "kafka.max_in_flight",
+        "kafka.max_in_flight_bytes",
         "slot.max_body_bytes",
         "slot.dedup_capacity",
         "slot.ack_timeout",
     ] {
         assert!(text.contains(field), "{field} not reported in:\n{text}");
     }
+}
+
+#[test]
+fn the_request_timeout_must_leave_room_for_the_slot_ack_timeout() {
+    let config = |ack: &str| {
+        format!(
+            r#"
+            [bk]
+            app_code = "agentwatch"
+            app_secret = "not-a-real-secret"
+            [gse]
+            base_url = "http://gse.example/"
+            [nodeman]
+            base_url = "http://nodeman.example/"
+            [http]
+            request_timeout = "60s"
+            [slot]
+            enabled = true
+            token = "{SLOT_TOKEN}"
+            slot_id = 42
+            dispatch_token = "gse-slot-token"
+            ack_timeout = "{ack}"
+            "#
+        )
+    };
+    let load = |ack| agentwatch::config::load_str(&config(ack), "limits.toml", std::iter::empty());
+    if let Err(e) = load("58999ms") {
+        panic!("ack timeout + 1s below the request timeout rejected:\n{e}");
+    }
+    let e = load("59s").expect_err("ack timeout + 1s == request timeout");
+    assert!(e.to_string().contains("http.request_timeout"), "{e}");
+    assert!(e.to_string().contains("slot.ack_timeout"), "{e}");
 }
