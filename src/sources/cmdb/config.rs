@@ -117,9 +117,7 @@ impl CmdbConfig {
                 "must contain {bk_biz_id} (gateway) or end with '/' (ESB)",
             );
         }
-        if self.timeout.is_zero() {
-            errs.push("cmdb.timeout", "must be greater than 0");
-        }
+        crate::sources::validate_call_limits("cmdb", self.timeout, self.max_response_bytes, errs);
         self.retry.validate("cmdb.retry", errs);
     }
 }

@@ -88,12 +88,12 @@ impl NodemanConfig {
         if !(1..=64).contains(&self.concurrency) {
             errs.push("nodeman.concurrency", "must be between 1 and 64");
         }
-        if self.timeout.is_zero() {
-            errs.push("nodeman.timeout", "must be greater than 0");
-        }
-        if self.max_response_bytes < 1024 {
-            errs.push("nodeman.max_response_bytes", "must be at least 1024");
-        }
+        crate::sources::validate_call_limits(
+            "nodeman",
+            self.timeout,
+            self.max_response_bytes,
+            errs,
+        );
         crate::sources::validate_max_hosts("nodeman.max_hosts", self.max_hosts, errs);
         self.retry.validate("nodeman.retry", errs);
     }
