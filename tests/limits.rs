@@ -19,7 +19,7 @@ use agentwatch::{config::Config, proto::v1::Op};
 use axum::{
     body::{to_bytes, Body},
     extract::{Request, State},
-    http::{header, StatusCode},
+    http::header,
     response::Response,
     Router,
 };
