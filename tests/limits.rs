@@ -576,6 +576,70 @@ async fn records_in_flight_stop_at_exactly_max_in_flight_and_the_rest_wait_until
     svc.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inventory_one_host_over_max_hosts_keeps_the_last_one_and_sweeps_go_on() {
+    let broker = Broker::shared();
+    let sim = Sim::agents(100, 14).await;
+    let mut cfg = service_config(&sim, &broker.brokers, "limits-hosts");
+    cfg.nodeman.max_hosts = 100;
+    cfg.nodeman.retry.max_retries = 0;
+    let svc = Service::start(&cfg).await;
+    // Exactly 100 hosts: listed, one snapshot event each.
+    svc.settle().await;
+    let events = &cfg.kafka.events_topic;
+    let before = event_ids(&broker.brokers, events);
+    assert_eq!(before.len(), 100);
+
+    // One host more: every refresh fails naming the limit; the last inventory is kept,
+    // so no agent is deleted and the new one is not added ...
+    let extra = sim.sim.add_host(agentwatch::sim::NewHost::default());
+    let victim = sim
+        .sim
+        .truth()
+        .into_iter()
+        .find(|t| t.in_gse && t.status_code == 2 && t.agent_id != extra)
+        .expect("a running agent")
+        .agent_id;
+    svc.settle_after_sweeps(2).await;
+    let metrics = svc.metrics().await;
+    // The HTTP call itself succeeded (outcome "ok"); the refresh is what failed.
+    assert!(
+        metric_value(
+            &metrics,
+            "agentwatch_inventory_refreshes_total{result=\"failed\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, "agentwatch_inventory_agents "),
+        100.0
+    );
+    // ... and the sweeps go on over the kept inventory: a status change is an event.
+    svc.between_sweeps().await;
+    assert!(sim.sim.set_status(&victim, 3));
+    svc.settle_after_sweeps(3).await;
+    let new = events_since(&broker.brokers, events, &before);
+    let ops: Vec<(i32, String)> = new
+        .iter()
+        .filter_map(|e| Some((e.op, e.after.as_ref()?.agent_id.clone())))
+        .collect();
+    assert_eq!(
+        ops,
+        [(Op::Update as i32, victim.clone())],
+        "only the real change, no delete, no create: {new:?}"
+    );
+    assert!(svc.running().store.agent(&extra).is_none());
+
+    // Back at the limit (the extra host stays, another goes): the refresh works again
+    // and the extra host is watched from the next successful refresh on.
+    assert!(sim.sim.remove_host(&victim));
+    wait_until(Duration::from_secs(30), "the extra host is watched", || {
+        svc.running().store.agent(&extra).is_some()
+    })
+    .await;
+    svc.stop().await;
+}
+
 /// The harness config with the slot receiver on (see tests/slot.rs).
 fn slot_config(sim: &Sim, brokers: &str, name: &str) -> Config {
     let mut c = service_config(sim, brokers, name);
