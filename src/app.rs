@@ -112,7 +112,12 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         true => router.merge(crate::slot::router(&cfg.slot, &cfg.kafka, metrics.clone())?),
         false => router,
     };
-    let http_task = tokio::spawn(http::serve(listener, router, http_stop.clone()));
+    let http_task = tokio::spawn(http::serve(
+        listener,
+        router,
+        http::ServerLimits::from_config(&cfg.http),
+        http_stop.clone(),
+    ));
     tracing::info!(addr = %http_addr, "serving /metrics, /healthz, /readyz and /api/v1");
 
     let gse = StatusSource::new(&cfg.gse, &cfg.bk, metrics.clone())?;

@@ -77,6 +77,16 @@ impl Config {
         self.shard.validate(&mut errs);
         self.shutdown.validate(&mut errs);
         self.slot.validate(&self.gse, &mut errs);
+        // A slot request waits up to `ack_timeout` (+0.5s) for the broker; the request
+        // timeout must not cut that answer short, or GSE sees 408 for stored messages.
+        if self.slot.enabled
+            && self.http.request_timeout <= self.slot.ack_timeout + Duration::from_secs(1)
+        {
+            errs.push(
+                "http.request_timeout",
+                "must be more than slot.ack_timeout + 1s when the slot receiver is enabled",
+            );
+        }
         errs.into_result()
     }
 

@@ -1,6 +1,6 @@
 //! `[http]`: the metrics / health endpoint and the status query API.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +12,11 @@ const MAX_QUERY_IDS_LIMIT: usize = 1_000_000;
 /// Bounds of `max_body_bytes`.
 const MIN_BODY_BYTES: usize = 1024;
 const MAX_BODY_BYTES_LIMIT: usize = 256 * 1024 * 1024;
+/// Bounds of `header_read_timeout` and `request_timeout`.
+const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+/// Upper bound of `max_connections`: each open connection holds a task and buffers.
+const MAX_CONNECTIONS_LIMIT: usize = 100_000;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +33,19 @@ pub struct HttpConfig {
     /// 64-byte agent ids take under 1 MiB).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's headers, counted from its first
+    /// byte; a slower one (a "slowloris") has its connection closed. 100ms to 10m.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long one request may take from its headers to the head of the answer (body
+    /// upload included); a slower one is answered 408. Must exceed `slot.ack_timeout`
+    /// when the slot receiver is on. 100ms to 10m. Streamed answer bodies are not cut.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Most connections served at once; further clients wait in the listen backlog
+    /// until one closes. 1 to 100000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 fn default_listen() -> String {
@@ -42,12 +60,27 @@ fn default_max_body_bytes() -> usize {
     4 * 1024 * 1024
 }
 
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: default_listen(),
             max_query_ids: default_max_query_ids(),
             max_body_bytes: default_max_body_bytes(),
+            header_read_timeout: default_header_read_timeout(),
+            request_timeout: default_request_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -72,6 +105,20 @@ impl HttpConfig {
                 format!("must be between {MIN_BODY_BYTES} and {MAX_BODY_BYTES_LIMIT} bytes"),
             );
         }
+        for (field, value) in [
+            ("http.header_read_timeout", self.header_read_timeout),
+            ("http.request_timeout", self.request_timeout),
+        ] {
+            if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&value) {
+                errs.push(field, "must be between 100ms and 10m");
+            }
+        }
+        if !(1..=MAX_CONNECTIONS_LIMIT).contains(&self.max_connections) {
+            errs.push(
+                "http.max_connections",
+                format!("must be between 1 and {MAX_CONNECTIONS_LIMIT}"),
+            );
+        }
     }
 }
 
@@ -84,16 +131,106 @@ mod tests {
         let c = HttpConfig {
             max_query_ids: 0,
             max_body_bytes: 10,
+            header_read_timeout: Duration::from_millis(99),
+            request_timeout: Duration::from_secs(601),
+            max_connections: 0,
             ..HttpConfig::default()
         };
         let mut errs = FieldErrors::default();
         c.validate(&mut errs);
         assert_eq!(
             errs.paths(),
-            vec!["http.max_query_ids", "http.max_body_bytes"]
+            vec![
+                "http.max_query_ids",
+                "http.max_body_bytes",
+                "http.header_read_timeout",
+                "http.request_timeout",
+                "http.max_connections"
+            ]
         );
         let mut errs = FieldErrors::default();
         HttpConfig::default().validate(&mut errs);
         assert!(errs.is_empty());
+    }
+
+    #[test]
+    fn each_http_limit_is_accepted_at_its_bound_and_rejected_just_past_it() {
+        let at = |c: HttpConfig| {
+            let mut errs = FieldErrors::default();
+            c.validate(&mut errs);
+            errs.paths()
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let d = HttpConfig::default;
+        let ok: Vec<String> = vec![];
+        for c in [
+            HttpConfig {
+                max_query_ids: MAX_QUERY_IDS_LIMIT,
+                ..d()
+            },
+            HttpConfig {
+                max_body_bytes: MIN_BODY_BYTES,
+                ..d()
+            },
+            HttpConfig {
+                max_body_bytes: MAX_BODY_BYTES_LIMIT,
+                ..d()
+            },
+            HttpConfig {
+                header_read_timeout: MIN_TIMEOUT,
+                request_timeout: MAX_TIMEOUT,
+                ..d()
+            },
+            HttpConfig {
+                max_connections: MAX_CONNECTIONS_LIMIT,
+                ..d()
+            },
+        ] {
+            assert_eq!(at(c), ok);
+        }
+        assert_eq!(
+            at(HttpConfig {
+                max_query_ids: MAX_QUERY_IDS_LIMIT + 1,
+                ..d()
+            }),
+            ["http.max_query_ids"]
+        );
+        assert_eq!(
+            at(HttpConfig {
+                max_body_bytes: MIN_BODY_BYTES - 1,
+                ..d()
+            }),
+            ["http.max_body_bytes"]
+        );
+        assert_eq!(
+            at(HttpConfig {
+                max_body_bytes: MAX_BODY_BYTES_LIMIT + 1,
+                ..d()
+            }),
+            ["http.max_body_bytes"]
+        );
+        assert_eq!(
+            at(HttpConfig {
+                header_read_timeout: MAX_TIMEOUT + Duration::from_millis(1),
+                ..d()
+            }),
+            ["http.header_read_timeout"]
+        );
+        assert_eq!(
+            at(HttpConfig {
+                request_timeout: MIN_TIMEOUT - Duration::from_millis(1),
+                ..d()
+            }),
+            ["http.request_timeout"]
+        );
+        assert_eq!(
+            at(HttpConfig {
+                max_connections: MAX_CONNECTIONS_LIMIT + 1,
+                ..d()
+            }),
+            ["http.max_connections"]
+        );
     }
 }

@@ -7,4 +7,4 @@ mod server;
 
 pub use config::HttpConfig;
 pub use query::{QueryOptions, ShardInfo};
-pub use server::{router, serve, Health};
+pub use server::{router, serve, Health, ServerLimits};

@@ -1,10 +1,25 @@
-use std::sync::{
-    atomic::{AtomicBool, Ordering},
-    Arc,
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
 };
 
-use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Router};
-use tokio_util::sync::CancellationToken;
+use axum::{
+    extract::{Request, State},
+    http::StatusCode,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::query::{self, QueryOptions};
 use crate::{metrics::Metrics, snapshot::Store};
@@ -71,13 +86,119 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Serves until `shutdown`.
+/// The connection-level limits of the endpoint (from `[http]`).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// `http.header_read_timeout`.
+    pub header_read_timeout: Duration,
+    /// `http.request_timeout`.
+    pub request_timeout: Duration,
+    /// `http.max_connections`.
+    pub max_connections: usize,
+}
+
+impl ServerLimits {
+    pub fn from_config(c: &super::HttpConfig) -> Self {
+        ServerLimits {
+            header_read_timeout: c.header_read_timeout,
+            request_timeout: c.request_timeout,
+            max_connections: c.max_connections,
+        }
+    }
+}
+
+/// How long the drain waits for open connections after `shutdown` before it drops them
+/// (a client that never reads its answer must not hold the exit).
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Serves HTTP/1 until `shutdown`, then lets the open requests finish (up to 5s).
+///
+/// Not `axum::serve`: it sets no timer, so hyper's header read timeout never fires and
+/// a client sending its headers a byte a minute would hold a connection forever; nor
+/// does it bound the number of connections.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    limits: ServerLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let router = router.layer(middleware::from_fn_with_state(
+        limits.request_timeout,
+        request_timeout,
+    ));
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let conns = TaskTracker::new();
+    loop {
+        // Waiting for a permit *before* accepting leaves further clients in the listen
+        // backlog rather than accepting connections we will not serve.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "cannot accept an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let stop = shutdown.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    conns.close();
+    if tokio::time::timeout(DRAIN, conns.wait()).await.is_err() {
+        tracing::warn!("HTTP connections still open {DRAIN:?} after shutdown; dropping them");
+    }
+    Ok(())
+}
+
+/// Answers 408 when a request (its body upload included) has no answer head within
+/// `http.request_timeout`; the connection is then closed.
+async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::warn!(?limit, "HTTP request timed out");
+            let message = format!(
+                "the request was not complete within {} (http.request_timeout)",
+                humantime::format_duration(limit)
+            );
+            let body = serde_json::json!({
+                "error": {"code": "request_timeout", "message": message}
+            });
+            let mut resp = (StatusCode::REQUEST_TIMEOUT, Json(body)).into_response();
+            resp.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            resp
+        }
+    }
 }

@@ -184,8 +184,9 @@ impl SlotConfig {
         if self.dedup_window.is_zero() {
             errs.push("slot.dedup_window", "must be greater than 0");
         }
-        if self.dedup_capacity == 0 {
-            errs.push("slot.dedup_capacity", "must be greater than 0");
+        // Each remembered id costs ~150 bytes (two copies of a <=64-byte id).
+        if !(1..=10_000_000).contains(&self.dedup_capacity) {
+            errs.push("slot.dedup_capacity", "must be between 1 and 10000000");
         }
         if !self.enabled {
             return;

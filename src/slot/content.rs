@@ -137,6 +137,24 @@ mod tests {
     }
 
     #[test]
+    fn ids_of_exactly_64_bytes_are_accepted_and_65_rejected_naming_the_field() {
+        let body = |mid: &str, aid: &str| {
+            format!(r#"{{"message_id":"{mid}","bk_agent_id":"{aid}","content":""}}"#)
+        };
+        let (at, over) = ("m".repeat(64), "m".repeat(65));
+        let r = SlotRequest::parse(body(&at, &at).as_bytes()).expect("64-byte ids");
+        assert_eq!((r.message_id.len(), r.bk_agent_id.len()), (64, 64));
+        assert_eq!(
+            SlotRequest::parse(body(&at, &over).as_bytes()).unwrap_err(),
+            "bk_agent_id: longer than 64 bytes"
+        );
+        assert_eq!(
+            SlotRequest::parse(body(&over, &at).as_bytes()).unwrap_err(),
+            "message_id: longer than 64 bytes"
+        );
+    }
+
+    #[test]
     fn parse_names_missing_and_mistyped_fields() {
         let err = SlotRequest::parse(br#"{"message_id":"m","bk_agent_id":"a"}"#).unwrap_err();
         assert!(err.contains("content"), "{err}");

@@ -40,6 +40,13 @@ impl Dedup {
         while self.seen.len() > self.capacity {
             self.pop_oldest();
         }
+        // An id remembered again leaves a stale entry in `order`; a caller retrying one
+        // id in a loop would grow it without bound within the window. Past twice the
+        // capacity, at least half of it is stale: drop the stale entries (amortized O(1)).
+        if self.order.len() > 2 * self.capacity {
+            let seen = &self.seen;
+            self.order.retain(|(id, at)| seen.get(id) == Some(at));
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -93,6 +100,34 @@ mod tests {
         assert_eq!(d.len(), 2);
         assert!(!d.contains("a", t0));
         assert!(d.contains("b", t0) && d.contains("c", t0));
+    }
+
+    #[test]
+    fn one_id_remembered_again_and_again_keeps_memory_within_twice_the_capacity() {
+        let t0 = Instant::now();
+        let mut d = Dedup::new(Duration::from_secs(3600), 10);
+        d.remember("other", t0);
+        for i in 0..1000 {
+            d.remember("retried", t0 + Duration::from_millis(i));
+            assert!(d.order.len() <= 20, "{}", d.order.len());
+        }
+        // Compaction forgot nothing live.
+        assert_eq!(d.len(), 2);
+        let later = t0 + Duration::from_secs(1);
+        assert!(d.contains("other", later) && d.contains("retried", later));
+    }
+
+    #[test]
+    fn exactly_capacity_ids_are_all_remembered_and_one_more_forgets_the_oldest() {
+        let t0 = Instant::now();
+        let mut d = Dedup::new(Duration::from_secs(60), 3);
+        for id in ["a", "b", "c"] {
+            d.remember(id, t0);
+        }
+        assert!(["a", "b", "c"].iter().all(|id| d.contains(id, t0)));
+        d.remember("d", t0);
+        assert_eq!(d.len(), 3);
+        assert!(!d.contains("a", t0));
     }
 
     #[test]

@@ -124,7 +124,10 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
         Err(ReadError::TooLarge) => {
             SlotResult::TooLarge.count(&r.metrics);
             tracing::warn!(limit = r.max_body, "slot request rejected: body too large");
-            let message = format!("body larger than {} bytes", r.max_body);
+            let message = format!(
+                "body larger than {} bytes (slot.max_body_bytes)",
+                r.max_body
+            );
             return envelope(StatusCode::PAYLOAD_TOO_LARGE, &message, false);
         }
         Err(ReadError::Broken(e)) => {

@@ -349,7 +349,10 @@ fn file_check(cfg: &Config, known: &mut Option<Host>) -> Check {
             "set inventory.file to a YAML or CSV host list",
         );
     };
-    match FileInventory::new(path.clone()).load() {
+    match FileInventory::new(path.clone())
+        .with_max_bytes(cfg.inventory.max_file_bytes)
+        .load()
+    {
         Ok(hosts) => {
             let total = hosts.len() as i64;
             *known = hosts.into_iter().next();

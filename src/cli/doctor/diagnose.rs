@@ -268,6 +268,10 @@ pub(super) fn explain(api: &Api, ctx: &Ctx, e: &ApiError) -> (String, String) {
             "the answer is larger than allowed".to_owned(),
             format!("raise {prefix}.max_response_bytes"),
         ),
+        ApiError::OverLimit { field, .. } => (
+            "the answer announces more hosts than allowed".to_owned(),
+            format!("raise {field} if the inventory really is that large"),
+        ),
         ApiError::Build { .. } => (
             "the request could not be built".to_owned(),
             "check bk.app_code, bk.username and bk.tenant_id: they must fit in an HTTP header"

@@ -195,6 +195,11 @@ mod tests {
         .expect("valid");
         assert_eq!(r.filter.statuses, vec!["running", "lossy"]);
         assert_eq!(r.limit, DEFAULT_LIMIT);
+        let at = ListParams {
+            limit: Some(MAX_LIMIT),
+            ..ListParams::default()
+        };
+        assert_eq!(at.validate().expect("the largest page").limit, MAX_LIMIT);
         for limit in [0, MAX_LIMIT + 1] {
             let p = ListParams {
                 limit: Some(limit),

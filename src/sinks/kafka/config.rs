@@ -225,11 +225,17 @@ impl KafkaConfig {
         if self.message_timeout < Duration::from_millis(100) {
             errs.push("kafka.message_timeout", "must be at least 100ms");
         }
-        if self.max_in_flight == 0 {
-            errs.push("kafka.max_in_flight", "must be greater than 0");
+        // Upper bounds keep librdkafka's queue (sized at twice these, capped at 10M
+        // messages / 2 GiB in `create_producer`) above them, so the sink's own bound and
+        // never a `QueueFull` error is what limits in-flight work.
+        if !(1..=5_000_000).contains(&self.max_in_flight) {
+            errs.push("kafka.max_in_flight", "must be between 1 and 5000000");
         }
-        if self.max_in_flight_bytes < 1024 * 1024 {
-            errs.push("kafka.max_in_flight_bytes", "must be at least 1 MiB");
+        if !(1024 * 1024..=1024 * 1024 * 1024).contains(&self.max_in_flight_bytes) {
+            errs.push(
+                "kafka.max_in_flight_bytes",
+                "must be between 1 MiB and 1 GiB",
+            );
         }
         for key in self.options.keys() {
             if RESERVED_OPTIONS.contains(&key.as_str()) {

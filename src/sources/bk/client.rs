@@ -32,6 +32,15 @@ impl Upstream {
             Upstream::Cmdb => "cmdb",
         }
     }
+
+    /// The config key of this upstream's response size limit.
+    pub fn max_response_bytes_field(self) -> &'static str {
+        match self {
+            Upstream::Gse => "gse.max_response_bytes",
+            Upstream::Nodeman => "nodeman.max_response_bytes",
+            Upstream::Cmdb => "cmdb.max_response_bytes",
+        }
+    }
 }
 
 impl fmt::Display for Upstream {
@@ -248,6 +257,7 @@ impl BkClient {
         let too_large = || ApiError::TooLarge {
             endpoint: endpoint.to_owned(),
             limit,
+            field: inner.upstream.max_response_bytes_field(),
         };
 
         if resp.content_length().is_some_and(|n| n > limit as u64) {

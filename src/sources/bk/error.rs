@@ -80,9 +80,27 @@ pub enum ApiError {
     #[error("{endpoint}: inconsistent response: {detail}")]
     Inconsistent { endpoint: String, detail: String },
 
-    /// The response body is larger than the configured limit.
-    #[error("{endpoint}: response body larger than {limit} bytes")]
-    TooLarge { endpoint: String, limit: usize },
+    /// The response body is larger than the configured limit; `field` names it
+    /// (`gse.max_response_bytes`, ...).
+    #[error("{endpoint}: response body larger than {limit} bytes ({field})")]
+    TooLarge {
+        endpoint: String,
+        limit: usize,
+        field: &'static str,
+    },
+
+    /// The answer announces more items than the configured limit allows (a hostile or
+    /// broken `total`/`count` asking for a billion pages); nothing more is fetched.
+    #[error(
+        "{endpoint}: the answer announces {value} {what}, over the limit of {limit} ({field})"
+    )]
+    OverLimit {
+        endpoint: String,
+        what: &'static str,
+        value: i64,
+        limit: usize,
+        field: &'static str,
+    },
 }
 
 fn fmt_code(code: Option<i64>) -> String {
@@ -106,7 +124,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Business { .. } => "envelope",
             ApiError::Decode { .. } | ApiError::Inconsistent { .. } => "decode",
-            ApiError::TooLarge { .. } => "too_large",
+            ApiError::TooLarge { .. } | ApiError::OverLimit { .. } => "too_large",
         }
     }
 
@@ -123,7 +141,8 @@ impl ApiError {
             | ApiError::Business { .. }
             | ApiError::Decode { .. }
             | ApiError::Inconsistent { .. }
-            | ApiError::TooLarge { .. } => false,
+            | ApiError::TooLarge { .. }
+            | ApiError::OverLimit { .. } => false,
         }
     }
 

@@ -396,6 +396,76 @@ async fn oversized_body_is_too_large_whether_declared_or_streamed() {
     assert_eq!(count(&metrics, "too_large"), 2);
 }
 
+/// An envelope padded with trailing spaces (still valid JSON) to exactly `len` bytes.
+fn padded_envelope(len: usize) -> String {
+    let mut s = r#"{"result":true,"code":0,"data":"ok"}"#.to_owned();
+    assert!(s.len() <= len);
+    s.extend(std::iter::repeat_n(' ', len - s.len()));
+    s
+}
+
+#[tokio::test]
+async fn a_response_of_exactly_max_response_bytes_is_read_and_one_byte_more_is_too_large() {
+    const LIMIT: usize = 1024;
+    // `/d/{len}`: Content-Length set. `/s/{len}`: 100-byte chunks, no Content-Length.
+    let app = Router::new()
+        .route(
+            "/d/{len}",
+            post(
+                |axum::extract::Path(len): axum::extract::Path<usize>| async move {
+                    Response::new(Body::from(padded_envelope(len)))
+                },
+            ),
+        )
+        .route(
+            "/s/{len}",
+            post(
+                |axum::extract::Path(len): axum::extract::Path<usize>| async move {
+                    let body = padded_envelope(len).into_bytes();
+                    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                        body.chunks(100).map(|c| Ok(c.to_vec())).collect();
+                    Response::new(Body::from_stream(futures::stream::iter(chunks)))
+                },
+            ),
+        );
+    let base = serve(app).await;
+    let urls = [
+        (format!("{base}d/{LIMIT}"), true),
+        (format!("{base}s/{LIMIT}"), true),
+        (format!("{base}d/{}", LIMIT + 1), false),
+        (format!("{base}s/{}", LIMIT + 1), false),
+    ];
+    let metrics = Metrics::new();
+    let setup = Setup {
+        max_response_bytes: LIMIT,
+        ..Setup::default()
+    };
+    let client = setup.client(&metrics);
+    for (url, fits) in &urls {
+        let r = client.post::<_, Value>(url, &json!({})).await;
+        if *fits {
+            assert_eq!(r.unwrap(), json!("ok"), "{url}");
+            continue;
+        }
+        let err = r.unwrap_err();
+        assert!(
+            matches!(err, ApiError::TooLarge { limit: LIMIT, .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .ends_with("response body larger than 1024 bytes (gse.max_response_bytes)"),
+            "{err}"
+        );
+    }
+    // Not retried: one call each, two counted as too large, the two others as ok.
+    assert_eq!(count(&metrics, "too_large"), 2);
+    assert_eq!(count(&metrics, "ok"), 2);
+    // The client still works after the rejections.
+    let r = client.post::<_, Value>(&urls[0].0, &json!({})).await;
+    assert_eq!(r.unwrap(), json!("ok"));
+}
+
 #[tokio::test]
 async fn calls_in_flight_never_exceed_the_concurrency_limit() {
     static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
@@ -491,6 +561,14 @@ fn every_error_label_is_a_declared_outcome() {
         ApiError::TooLarge {
             endpoint: endpoint(),
             limit: 1,
+            field: "gse.max_response_bytes",
+        },
+        ApiError::OverLimit {
+            endpoint: endpoint(),
+            what: "hosts",
+            value: 2,
+            limit: 1,
+            field: "nodeman.max_hosts",
         },
     ];
     for e in errors {

@@ -41,6 +41,8 @@ pub struct CmdbClient {
     biz_ids: Vec<i64>,
     page_size: usize,
     concurrency: usize,
+    /// `cmdb.max_hosts`.
+    max_hosts: usize,
     supplier_account: String,
 }
 
@@ -153,6 +155,7 @@ impl CmdbClient {
             // CMDB rejects a limit above 500.
             page_size: cfg.page_size.clamp(1, 500),
             concurrency: cfg.concurrency.max(1),
+            max_hosts: cfg.max_hosts,
             supplier_account: cfg.bk_supplier_account.clone(),
         })
     }
@@ -167,7 +170,7 @@ impl CmdbClient {
                 url: self.without_biz_url.clone(),
                 biz_id: None,
             };
-            return self.list(&scope).await;
+            return self.list(&scope, self.max_hosts).await;
         }
         let mut hosts = Vec::new();
         let mut owner: HashMap<i64, i64> = HashMap::new();
@@ -176,7 +179,9 @@ impl CmdbClient {
                 url: self.biz_url.replace("{bk_biz_id}", &biz.to_string()),
                 biz_id: Some(biz),
             };
-            for host in self.list(&scope).await? {
+            // The businesses together must stay within `cmdb.max_hosts`.
+            let budget = self.max_hosts.saturating_sub(hosts.len());
+            for host in self.list(&scope, budget).await? {
                 if let Some(other) = owner.insert(host.host_id, biz) {
                     return Err(inconsistent(
                         &scope,
@@ -217,11 +222,21 @@ impl CmdbClient {
     /// `page_size` at offsets `0, page_size, ..` are then fetched `concurrency` at a
     /// time. A failed page, a page reporting another `count` or holding an unexpected
     /// number of hosts, or a host id seen twice fails the listing with no result.
-    async fn list(&self, scope: &Scope) -> Result<Vec<Host>, ApiError> {
+    async fn list(&self, scope: &Scope, max_hosts: usize) -> Result<Vec<Host>, ApiError> {
         let probe = self.page(scope, 0, 1).await?;
         let count = probe.count;
         let expected = usize::try_from(count)
             .map_err(|_| inconsistent(scope, format!("CMDB reports a negative count {count}")))?;
+        // Checked before anything is allocated for `count` or any page is asked for.
+        if expected > max_hosts {
+            return Err(ApiError::OverLimit {
+                endpoint: format!("{} {}", Upstream::Cmdb, scope.url),
+                what: "hosts",
+                value: count,
+                limit: max_hosts,
+                field: "cmdb.max_hosts",
+            });
+        }
         if probe.info.len() > 1 {
             return Err(inconsistent(
                 scope,
@@ -388,6 +403,56 @@ mod tests {
         assert_eq!(agent_ids, truth);
         // One count call, then five pages of at most 500.
         assert_eq!(sim.request_counts().cmdb_list_hosts, 6);
+    }
+
+    #[tokio::test]
+    async fn a_count_of_exactly_max_hosts_is_listed_and_one_more_fails_after_the_count_call() {
+        let (sim, origin) = simulator(250).await;
+        let base = format!("{origin}{}", paths::CMDB_BASE);
+        let cfg = CmdbConfig {
+            max_hosts: 250,
+            ..config(base.clone(), vec![])
+        };
+        assert_eq!(client(&cfg).list_hosts().await.unwrap().len(), 250);
+        let before = sim.request_counts().cmdb_list_hosts;
+
+        let cfg = CmdbConfig {
+            max_hosts: 249,
+            ..config(base, vec![])
+        };
+        let e = client(&cfg).list_hosts().await.unwrap_err();
+        assert!(matches!(e, ApiError::OverLimit { limit: 249, .. }), "{e:?}");
+        assert!(
+            e.to_string().ends_with(
+                "the answer announces 250 hosts, over the limit of 249 (cmdb.max_hosts)"
+            ),
+            "{e}"
+        );
+        assert_eq!(e.metric_label(), "too_large");
+        // Only the `limit: 1` count call was made.
+        assert_eq!(sim.request_counts().cmdb_list_hosts, before + 1);
+    }
+
+    #[tokio::test]
+    async fn businesses_together_over_max_hosts_fail_the_listing() {
+        let (sim, origin) = simulator(600).await;
+        let truth = sim.truth();
+        let a = truth[0].biz_id;
+        let b = truth.iter().find(|h| h.biz_id != a).unwrap().biz_id;
+        let in_a = truth.iter().filter(|h| h.biz_id == a).count();
+        let both = in_a + truth.iter().filter(|h| h.biz_id == b).count();
+        let base = format!("{origin}{}", paths::CMDB_BASE);
+        let at = CmdbConfig {
+            max_hosts: both,
+            ..config(base.clone(), vec![a, b])
+        };
+        assert_eq!(client(&at).list_hosts().await.unwrap().len(), both);
+        let over = CmdbConfig {
+            max_hosts: both - 1,
+            ..config(base, vec![a, b])
+        };
+        let e = client(&over).list_hosts().await.unwrap_err();
+        assert!(e.to_string().contains("(cmdb.max_hosts)"), "{e}");
     }
 
     #[tokio::test]

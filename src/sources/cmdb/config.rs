@@ -46,6 +46,11 @@ pub struct CmdbConfig {
     pub retry: RetryConfig,
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// Most hosts the inventory may hold: a listing whose `count` (or the businesses'
+    /// counts together) is larger fails the refresh before any further page is fetched
+    /// (the last inventory is kept). 1 to 50,000,000.
+    #[serde(default = "default_max_hosts")]
+    pub max_hosts: usize,
 }
 
 fn default_without_biz_path() -> String {
@@ -69,6 +74,9 @@ fn default_timeout() -> Duration {
 fn default_max_response_bytes() -> usize {
     64 * 1024 * 1024
 }
+fn default_max_hosts() -> usize {
+    crate::sources::DEFAULT_MAX_HOSTS
+}
 
 impl Default for CmdbConfig {
     fn default() -> Self {
@@ -83,6 +91,7 @@ impl Default for CmdbConfig {
             timeout: default_timeout(),
             retry: RetryConfig::default(),
             max_response_bytes: default_max_response_bytes(),
+            max_hosts: default_max_hosts(),
         }
     }
 }
@@ -99,6 +108,7 @@ impl CmdbConfig {
         if !(1..=64).contains(&self.concurrency) {
             errs.push("cmdb.concurrency", "must be between 1 and 64");
         }
+        crate::sources::validate_max_hosts("cmdb.max_hosts", self.max_hosts, errs);
         if !self.list_biz_hosts_path.contains("{bk_biz_id}")
             && !self.list_biz_hosts_path.ends_with('/')
         {
@@ -107,9 +117,7 @@ impl CmdbConfig {
                 "must contain {bk_biz_id} (gateway) or end with '/' (ESB)",
             );
         }
-        if self.timeout.is_zero() {
-            errs.push("cmdb.timeout", "must be greater than 0");
-        }
+        crate::sources::validate_call_limits("cmdb", self.timeout, self.max_response_bytes, errs);
         self.retry.validate("cmdb.retry", errs);
     }
 }

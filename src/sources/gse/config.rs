@@ -178,12 +178,7 @@ impl GseConfig {
         if !(1..=256).contains(&self.concurrency) {
             errs.push("gse.concurrency", "must be between 1 and 256");
         }
-        if self.timeout.is_zero() {
-            errs.push("gse.timeout", "must be greater than 0");
-        }
-        if self.max_response_bytes < 1024 {
-            errs.push("gse.max_response_bytes", "must be at least 1024");
-        }
+        crate::sources::validate_call_limits("gse", self.timeout, self.max_response_bytes, errs);
         for (code, name) in &self.status_names {
             if code.parse::<i32>().is_err() {
                 errs.push(

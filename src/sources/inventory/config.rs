@@ -42,10 +42,22 @@ pub struct InventoryConfig {
     /// at the next sweep.
     #[serde(default = "default_file_check", with = "humantime_serde")]
     pub file_check_interval: Duration,
+    /// Largest host list file read, in bytes; a larger one fails the reload naming
+    /// this key (the last inventory is kept). 1 KiB to 4 GiB; the default 256 MiB is
+    /// over a million hosts.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
 }
 
 fn default_file_check() -> Duration {
     Duration::from_secs(5)
+}
+
+pub(crate) const DEFAULT_MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
+const MAX_FILE_BYTES_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
+
+fn default_max_file_bytes() -> u64 {
+    DEFAULT_MAX_FILE_BYTES
 }
 
 impl Default for InventoryConfig {
@@ -54,6 +66,7 @@ impl Default for InventoryConfig {
             source: SourceKind::Nodeman,
             file: None,
             file_check_interval: default_file_check(),
+            max_file_bytes: default_max_file_bytes(),
         }
     }
 }
@@ -79,6 +92,12 @@ impl InventoryConfig {
         }
         if self.file_check_interval < Duration::from_millis(100) {
             errs.push("inventory.file_check_interval", "must be at least 100ms");
+        }
+        if !(1024..=MAX_FILE_BYTES_LIMIT).contains(&self.max_file_bytes) {
+            errs.push(
+                "inventory.max_file_bytes",
+                format!("must be between 1024 and {MAX_FILE_BYTES_LIMIT}"),
+            );
         }
     }
 }

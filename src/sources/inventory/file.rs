@@ -46,6 +46,9 @@ pub enum FileError {
     /// or line and the field where the parser can.
     #[error("{path}: {detail}")]
     Syntax { path: String, detail: String },
+    /// The file is larger than `inventory.max_file_bytes`; nothing of it is parsed.
+    #[error("{path}: the host list is larger than {limit} bytes (inventory.max_file_bytes)")]
+    TooLarge { path: String, limit: u64 },
     /// One host is unusable: `entry` is `hosts[3]` (YAML) or `line 5` (CSV).
     #[error("{path}: {entry}: {field}: {detail}")]
     Invalid {
@@ -90,14 +93,24 @@ impl Stamp {
 pub struct FileInventory {
     path: PathBuf,
     seen: Mutex<Seen>,
+    /// `inventory.max_file_bytes`.
+    max_bytes: u64,
 }
 
 impl FileInventory {
+    /// With the default size limit; see [`Self::with_max_bytes`].
     pub fn new(path: PathBuf) -> Self {
         FileInventory {
             path,
             seen: Mutex::new(Seen::NotLoaded),
+            max_bytes: super::config::DEFAULT_MAX_FILE_BYTES,
         }
+    }
+
+    /// Refuses files larger than `max_bytes` (`inventory.max_file_bytes`).
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// Reads and checks the whole file. Records what it read, so [`Self::changed`]
@@ -105,8 +118,18 @@ impl FileInventory {
     /// not re-read every sweep, only when it changes again (or at the inventory
     /// interval).
     pub fn load(&self) -> Result<Vec<Host>, FileError> {
-        let (stamp, text) = match read(&self.path) {
-            Ok(read) => read,
+        let (stamp, text) = match read(&self.path, self.max_bytes) {
+            Ok(Some(read)) => read,
+            Ok(None) => {
+                // Recorded like bad content: not re-read until the file changes.
+                if let Ok(meta) = fs::metadata(&self.path) {
+                    self.record(Seen::File(Stamp::of(&meta)));
+                }
+                return Err(FileError::TooLarge {
+                    path: self.shown(),
+                    limit: self.max_bytes,
+                });
+            }
             Err(source) => {
                 // Like bad content, an unreadable file is tried again once it changes.
                 self.record(match fs::metadata(&self.path) {
@@ -208,13 +231,21 @@ impl FileInventory {
     }
 }
 
-/// Reads the file with the metadata of the very handle it reads from.
-fn read(path: &Path) -> io::Result<(Stamp, String)> {
-    let mut file = fs::File::open(path)?;
+/// Reads the file with the metadata of the very handle it reads from; `None` when it
+/// is larger than `max_bytes` (by its length, or by what reading finds if it grew).
+fn read(path: &Path, max_bytes: u64) -> io::Result<Option<(Stamp, String)>> {
+    let file = fs::File::open(path)?;
     let stamp = Stamp::of(&file.metadata()?);
+    if stamp.len > max_bytes {
+        return Ok(None);
+    }
     let mut text = String::new();
-    file.read_to_string(&mut text)?;
-    Ok((stamp, text))
+    file.take(max_bytes.saturating_add(1))
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > max_bytes {
+        return Ok(None);
+    }
+    Ok(Some((stamp, text)))
 }
 
 enum Kind {
@@ -495,6 +526,41 @@ mod tests {
 
     fn ids(hosts: &[Host]) -> Vec<String> {
         hosts.iter().map(|h| h.agent_id().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_file_of_exactly_max_file_bytes_loads_and_one_byte_more_is_refused_naming_the_key() {
+        let mut text = "- agent_id: a1\n".to_owned();
+        let limit = 1024;
+        // YAML comments pad the list to the exact size.
+        while text.len() < limit {
+            text.push_str(&"#".repeat((limit - text.len()).min(60)));
+            text.push('\n');
+            text.truncate(limit);
+        }
+        assert_eq!(text.len(), limit);
+        let (_dir, inv) = file("hosts.yaml", &text);
+        let inv = inv.with_max_bytes(limit as u64);
+        assert_eq!(ids(&inv.load().unwrap()), ["a1"]);
+
+        // One byte more: refused, and the same file is not re-read until it changes.
+        fs::write(&inv.path, format!("{text}\n")).unwrap();
+        assert!(inv.changed());
+        let e = inv.load().unwrap_err();
+        assert!(
+            matches!(e, FileError::TooLarge { limit: 1024, .. }),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .ends_with("the host list is larger than 1024 bytes (inventory.max_file_bytes)"),
+            "{e}"
+        );
+        assert!(!inv.changed());
+
+        // Back within the limit: loads again.
+        fs::write(&inv.path, "- agent_id: a2\n").unwrap();
+        assert_eq!(ids(&inv.load().unwrap()), ["a2"]);
     }
 
     #[test]

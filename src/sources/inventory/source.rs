@@ -32,9 +32,10 @@ impl InventorySource {
             SourceKind::Cmdb => {
                 InventorySource::Cmdb(CmdbClient::new(&cfg.cmdb, &cfg.bk, metrics)?)
             }
-            SourceKind::File => InventorySource::File(FileInventory::new(
-                cfg.inventory.file.clone().unwrap_or_default(),
-            )),
+            SourceKind::File => InventorySource::File(
+                FileInventory::new(cfg.inventory.file.clone().unwrap_or_default())
+                    .with_max_bytes(cfg.inventory.max_file_bytes),
+            ),
         })
     }
 

@@ -30,6 +30,11 @@ pub struct NodemanConfig {
     /// Largest response body accepted, in bytes.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// Most hosts one listing may announce (page 1's `total`). A larger total fails the
+    /// refresh before any further page is fetched (the last inventory is kept), so a
+    /// broken or hostile answer cannot ask for a billion pages. 1 to 50,000,000.
+    #[serde(default = "default_max_hosts")]
+    pub max_hosts: usize,
     /// Also poll `api/plugin/search/` with every inventory refresh and put each host's
     /// plugin status/version in `AgentState.plugins`.
     #[serde(default)]
@@ -51,6 +56,9 @@ fn default_timeout() -> Duration {
 fn default_max_response_bytes() -> usize {
     64 * 1024 * 1024
 }
+fn default_max_hosts() -> usize {
+    crate::sources::DEFAULT_MAX_HOSTS
+}
 
 impl Default for NodemanConfig {
     fn default() -> Self {
@@ -61,6 +69,7 @@ impl Default for NodemanConfig {
             timeout: default_timeout(),
             retry: RetryConfig::default(),
             max_response_bytes: default_max_response_bytes(),
+            max_hosts: default_max_hosts(),
             plugins: false,
             plugin_names: Vec::new(),
         }
@@ -79,12 +88,13 @@ impl NodemanConfig {
         if !(1..=64).contains(&self.concurrency) {
             errs.push("nodeman.concurrency", "must be between 1 and 64");
         }
-        if self.timeout.is_zero() {
-            errs.push("nodeman.timeout", "must be greater than 0");
-        }
-        if self.max_response_bytes < 1024 {
-            errs.push("nodeman.max_response_bytes", "must be at least 1024");
-        }
+        crate::sources::validate_call_limits(
+            "nodeman",
+            self.timeout,
+            self.max_response_bytes,
+            errs,
+        );
+        crate::sources::validate_max_hosts("nodeman.max_hosts", self.max_hosts, errs);
         self.retry.validate("nodeman.retry", errs);
     }
 }

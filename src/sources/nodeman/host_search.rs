@@ -27,6 +27,8 @@ pub struct NodemanClient {
     pub(super) plugin_url: String,
     pub(super) page_size: usize,
     concurrency: usize,
+    /// `nodeman.max_hosts`.
+    max_hosts: usize,
 }
 
 #[derive(Serialize)]
@@ -112,6 +114,7 @@ impl NodemanClient {
             plugin_url: format!("{}api/plugin/search/", cfg.base_url),
             page_size: cfg.page_size.max(1),
             concurrency: cfg.concurrency.max(1),
+            max_hosts: cfg.max_hosts,
         })
     }
 
@@ -172,7 +175,7 @@ impl NodemanClient {
         B: Serialize,
     {
         let first: Page<T> = self.client.post(url, &request(1)).await?;
-        let mut all = Collector::new(url, first.total, self.page_size)?;
+        let mut all = Collector::new(url, first.total, self.page_size, self.max_hosts)?;
         let pages = all.expected.div_ceil(self.page_size).max(1);
         all.take(1, first)?;
 
@@ -205,9 +208,19 @@ struct Collector<'a, T> {
 }
 
 impl<'a, T: HostRow> Collector<'a, T> {
-    fn new(url: &'a str, total: i64, page_size: usize) -> Result<Self, ApiError> {
+    fn new(url: &'a str, total: i64, page_size: usize, max_hosts: usize) -> Result<Self, ApiError> {
         let expected = usize::try_from(total)
             .map_err(|_| inconsistent(url, format!("page 1 reports a negative total {total}")))?;
+        // Checked before anything is allocated for `total` or any other page is asked for.
+        if expected > max_hosts {
+            return Err(ApiError::OverLimit {
+                endpoint: format!("{} {url}", Upstream::Nodeman),
+                what: "hosts",
+                value: total,
+                limit: max_hosts,
+                field: "nodeman.max_hosts",
+            });
+        }
         Ok(Collector {
             url,
             total,
@@ -373,6 +386,53 @@ mod tests {
             hosts.iter().find(|h| h.host_id == 3).unwrap().bk_agent_id,
             "agent-3"
         );
+    }
+
+    #[tokio::test]
+    async fn a_total_of_exactly_max_hosts_is_listed_and_one_more_fails_after_page_one() {
+        let client_with = |base: &str, max_hosts| {
+            let cfg = NodemanConfig {
+                base_url: base.to_owned(),
+                page_size: 100,
+                retry: fast_retry(),
+                max_hosts,
+                ..NodemanConfig::default()
+            };
+            NodemanClient::new(&cfg, &bk_config(), Metrics::new()).unwrap()
+        };
+        let requested = Arc::new(Mutex::new(Vec::new()));
+        let base = serve(nodeman(250, requested.clone(), as_is)).await;
+        assert_eq!(
+            client_with(&base, 250).search_hosts().await.unwrap().len(),
+            250
+        );
+
+        requested.lock().unwrap().clear();
+        let e = client_with(&base, 249).search_hosts().await.unwrap_err();
+        assert!(matches!(e, ApiError::OverLimit { limit: 249, .. }), "{e:?}");
+        assert!(
+            e.to_string().ends_with(
+                "the answer announces 250 hosts, over the limit of 249 (nodeman.max_hosts)"
+            ),
+            "{e}"
+        );
+        assert_eq!(e.metric_label(), "too_large");
+        assert!(!e.is_retryable());
+        // Only page 1 was asked for.
+        assert_eq!(*requested.lock().unwrap(), [1]);
+    }
+
+    #[tokio::test]
+    async fn a_hostile_total_of_a_billion_hosts_fails_without_allocating_or_paging() {
+        fn huge(_: usize, body: &mut Value) -> Option<StatusCode> {
+            body["data"]["total"] = json!(i64::MAX);
+            None
+        }
+        let requested = Arc::new(Mutex::new(Vec::new()));
+        let base = serve(nodeman(10, requested.clone(), huge)).await;
+        let e = client(&base, 500).search_hosts().await.unwrap_err();
+        assert!(e.to_string().contains("nodeman.max_hosts"), "{e}");
+        assert_eq!(*requested.lock().unwrap(), [1]);
     }
 
     #[tokio::test]
