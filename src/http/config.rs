@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::FieldErrors;
+use crate::{config::FieldErrors, tls::ServerTlsConfig};
 
 /// Upper bound of `max_query_ids`: a batch is answered from memory, but its response
 /// still costs ~0.5 KB per entry.
@@ -28,6 +28,10 @@ pub struct HttpConfig {
     /// 64-byte agent ids take under 1 MiB).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// `[http.tls]`: serve HTTPS (optionally requiring client certificates) instead of
+    /// plain HTTP. Leave it out behind a service mesh that already does mTLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsConfig>,
 }
 
 fn default_listen() -> String {
@@ -48,6 +52,7 @@ impl Default for HttpConfig {
             listen: default_listen(),
             max_query_ids: default_max_query_ids(),
             max_body_bytes: default_max_body_bytes(),
+            tls: None,
         }
     }
 }
@@ -71,6 +76,9 @@ impl HttpConfig {
                 "http.max_body_bytes",
                 format!("must be between {MIN_BODY_BYTES} and {MAX_BODY_BYTES_LIMIT} bytes"),
             );
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate("http.tls", errs);
         }
     }
 }

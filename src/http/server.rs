@@ -7,7 +7,7 @@ use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::ge
 use tokio_util::sync::CancellationToken;
 
 use super::query::{self, QueryOptions};
-use crate::{metrics::Metrics, snapshot::Store};
+use crate::{metrics::Metrics, snapshot::Store, tls::TlsListener};
 
 /// Liveness and readiness latches, shared with the tasks that set them.
 #[derive(Clone, Default)]
@@ -71,13 +71,23 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Serves until `shutdown`.
+/// Serves until `shutdown`: plain HTTP, or HTTPS when `tls` is set (`[http.tls]`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    match tls {
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+        }
+        Some(config) => {
+            axum::serve(TlsListener::new(listener, config)?, router)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+        }
+    }
 }

@@ -26,6 +26,8 @@ use rdkafka::{
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
+pub mod pki;
+
 pub const SIM_SECRET: &str = "test-secret";
 
 /// A Kafka-protocol broker process on loopback.

@@ -17,6 +17,7 @@ mod error;
 pub(crate) mod tests;
 
 pub use client::{BkClient, Upstream};
+pub(crate) use client::tls_config;
 pub use config::{BkConfig, RetryConfig};
 pub use envelope::null_as_default;
 pub use error::ApiError;
