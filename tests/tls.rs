@@ -70,7 +70,11 @@ async fn a_full_sweep_over_mutual_tls_with_a_private_ca_emits_every_agent() {
         .into_iter()
         .map(|r| r.key)
         .collect();
-    assert_eq!(agents.len(), 20, "one event per simulated agent: {agents:?}");
+    assert_eq!(
+        agents.len(),
+        20,
+        "one event per simulated agent: {agents:?}"
+    );
     assert!(ok >= 1.0, "GSE calls succeeded over https");
 }
 
@@ -174,7 +178,10 @@ client_ca_file = "{empty}"
         ],
         "{text}"
     );
-    assert!(text.contains("missing.pem") && text.contains("No such file"), "{text}");
+    assert!(
+        text.contains("missing.pem") && text.contains("No such file"),
+        "{text}"
+    );
     assert!(text.contains("holds no PEM certificate"), "{text}");
     assert!(text.contains("holds no PEM private key"), "{text}");
 
@@ -210,7 +217,9 @@ client_ca_file = "{empty}"
         "{errs}"
     );
     assert!(
-        errs.0[0].reason.contains("does not belong to the certificate in http.tls.cert_file"),
+        errs.0[0]
+            .reason
+            .contains("does not belong to the certificate in http.tls.cert_file"),
         "{errs}"
     );
 }
@@ -248,7 +257,10 @@ async fn the_http_endpoint_serves_https_and_can_require_client_certificates() {
         .get(format!("http://127.0.0.1:{port}/healthz"))
         .send()
         .await;
-    assert!(plain.is_err(), "plain HTTP to the TLS port answered: {plain:?}");
+    assert!(
+        plain.is_err(),
+        "plain HTTP to the TLS port answered: {plain:?}"
+    );
     let untrusting = reqwest::Client::builder()
         .tls_built_in_root_certs(true)
         .timeout(Duration::from_secs(5))
@@ -284,11 +296,7 @@ async fn the_http_endpoint_serves_https_and_can_require_client_certificates() {
         .expect("client");
     let metrics = with_cert.get(&url).send().await.expect("mTLS /metrics");
     assert_eq!(metrics.status(), 200);
-    assert!(metrics
-        .text()
-        .await
-        .expect("body")
-        .contains("agentwatch_"));
+    assert!(metrics.text().await.expect("body").contains("agentwatch_"));
     service.stop().await;
 }
 
@@ -325,13 +333,22 @@ async fn doctor_reaches_a_private_ca_gateway_only_with_bk_tls_and_says_so() {
         .take(2)
         .collect::<Vec<_>>()
         .join("\n");
-    assert!(line.starts_with('✘') && line.contains("UnknownIssuer"), "{without}");
-    assert!(line.contains("bk.tls.ca_file"), "the fix names the setting: {line}");
+    assert!(
+        line.starts_with('✘') && line.contains("UnknownIssuer"),
+        "{without}"
+    );
+    assert!(
+        line.contains("bk.tls.ca_file"),
+        "the fix names the setting: {line}"
+    );
 
     let with = run(true).await;
     let line = with
         .lines()
         .find(|l| l.contains("reach gse.base_url"))
         .unwrap_or_default();
-    assert!(line.starts_with('✔') && line.contains("TLS handshake ok"), "{with}");
+    assert!(
+        line.starts_with('✔') && line.contains("TLS handshake ok"),
+        "{with}"
+    );
 }

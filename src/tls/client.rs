@@ -73,7 +73,10 @@ impl ClientTlsConfig {
             }
             None if self.ca_only => errs.push(
                 field("ca_only"),
-                format!("needs {}: with no CA file nothing would be trusted", field("ca_file")),
+                format!(
+                    "needs {}: with no CA file nothing would be trusted",
+                    field("ca_file")
+                ),
             ),
             None => {}
         }

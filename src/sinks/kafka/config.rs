@@ -260,7 +260,10 @@ impl KafkaConfig {
         for (key, path) in &self.option_files {
             let field = format!("kafka.option_files.{key}");
             if RESERVED_OPTIONS.contains(&key.as_str()) {
-                errs.push(field, "is set by agentwatch itself and cannot be overridden");
+                errs.push(
+                    field,
+                    "is set by agentwatch itself and cannot be overridden",
+                );
                 continue;
             }
             if self.options.contains_key(key) {

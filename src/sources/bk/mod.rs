@@ -16,8 +16,8 @@ mod error;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use client::{BkClient, Upstream};
 pub(crate) use client::tls_config;
+pub use client::{BkClient, Upstream};
 pub use config::{BkConfig, RetryConfig};
 pub use envelope::null_as_default;
 pub use error::ApiError;
