@@ -334,3 +334,70 @@ fn check_topic_name(t: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod option_files_tests {
+    use super::*;
+
+    #[test]
+    fn file_options_reach_librdkafka_and_are_printed_nowhere() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("password");
+        std::fs::write(&path, "  file-password-8Jk2\n").expect("write");
+        let mut c = KafkaConfig::default();
+        c.options.insert("sasl.username".into(), "aw".into());
+        // A property whose name does not look secret is still masked from a file.
+        c.option_files
+            .insert("sasl.oauthbearer.client.id".into(), path.clone());
+        c.option_files.insert("sasl.password".into(), path.clone());
+        let mut errs = FieldErrors::default();
+        c.resolve_option_files(&mut errs);
+        assert!(errs.is_empty(), "{errs}");
+
+        let all: BTreeMap<&str, &str> = c.librdkafka_options().collect();
+        assert_eq!(all["sasl.password"], "file-password-8Jk2", "trimmed");
+        assert_eq!(all["sasl.oauthbearer.client.id"], "file-password-8Jk2");
+        assert_eq!(all["sasl.username"], "aw");
+        let debug = format!("{c:?}");
+        let toml = toml::to_string(&c).expect("serialize");
+        for shown in [debug, toml] {
+            assert!(!shown.contains("file-password-8Jk2"), "{shown}");
+            assert!(shown.contains("password"), "the path is shown: {shown}");
+        }
+    }
+
+    #[test]
+    fn unreadable_empty_reserved_and_doubly_set_option_files_are_each_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").expect("write");
+        let fine = dir.path().join("fine");
+        std::fs::write(&fine, "x").expect("write");
+        let mut c = KafkaConfig::default();
+        c.options.insert("sasl.username".into(), "aw".into());
+        c.option_files
+            .insert("sasl.password".into(), dir.path().join("missing"));
+        c.option_files.insert("ssl.key.password".into(), empty);
+        c.option_files.insert("acks".into(), fine.clone());
+        c.option_files.insert("sasl.username".into(), fine);
+        let mut errs = FieldErrors::default();
+        c.resolve_option_files(&mut errs);
+        assert_eq!(
+            errs.paths(),
+            vec![
+                "kafka.option_files.acks",
+                "kafka.option_files.sasl.password",
+                "kafka.option_files.sasl.username",
+                "kafka.option_files.ssl.key.password",
+            ],
+            "{errs}"
+        );
+        let text = errs.to_string();
+        assert!(
+            text.contains("cannot read") && text.contains("is empty"),
+            "{text}"
+        );
+        assert!(text.contains("set the property in one place"), "{text}");
+        assert!(c.file_options.is_empty());
+    }
+}
