@@ -352,3 +352,53 @@ async fn doctor_reaches_a_private_ca_gateway_only_with_bk_tls_and_says_so() {
         "{with}"
     );
 }
+
+#[tokio::test]
+async fn an_endpoint_with_min_version_1_3_refuses_a_tls_1_2_client() {
+    use agentwatch::tls::TlsVersion;
+    let pki = Pki::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let serve = |min_version: TlsVersion| {
+        let mut errs = agentwatch::config::FieldErrors::default();
+        let config = ServerTlsConfig {
+            cert_file: pki.server_cert.clone(),
+            key_file: pki.server_key.clone(),
+            client_ca_file: None,
+            min_version,
+        }
+        .build("http.tls", &mut errs)
+        .expect("valid TLS config");
+        let stop = stop.clone();
+        async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let port = listener.local_addr().expect("addr").port();
+            let router = axum::Router::new().route("/", axum::routing::get(|| async { "hi" }));
+            tokio::spawn(agentwatch::http::serve(
+                listener,
+                Some(config),
+                router,
+                stop,
+            ));
+            format!("https://localhost:{port}/")
+        }
+    };
+    let tls12_client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(pki.reqwest_ca())
+        .max_tls_version(reqwest::tls::Version::TLS_1_2)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+
+    // Control: the default ("1.2") serves that client.
+    let url = serve(TlsVersion::Tls12).await;
+    let answer = tls12_client.get(&url).send().await.expect("TLS 1.2");
+    assert_eq!(answer.text().await.expect("body"), "hi");
+
+    let url = serve(TlsVersion::Tls13).await;
+    let refused = tls12_client.get(&url).send().await;
+    assert!(refused.is_err(), "a TLS 1.2 client was served: {refused:?}");
+    stop.cancel();
+}
