@@ -184,6 +184,17 @@ async fn sasl_scram_credentials_the_broker_does_not_accept_fail_with_a_clear_err
     );
     // The password came from the file and is shown nowhere.
     assert!(!report.contains("not-the-password"), "{report}");
+    // The service's start-up error takes its cause from the same probe (after the
+    // topic creation's own 60 s request timeout, too slow to wait for here).
+    let kafka = cfg.kafka.clone();
+    let why = tokio::task::spawn_blocking(move || {
+        agentwatch::sinks::kafka::probe::why_unreachable(&kafka, Duration::from_secs(4))
+    })
+    .await
+    .expect("probe");
+    let (code, reason) = why.expect("librdkafka gave a reason");
+    assert_eq!(code, rdkafka::types::RDKafkaErrorCode::Authentication, "{reason}");
+    assert!(reason.contains("SCRAM authentication failed"), "{reason}");
 
     // SASL_SSL: TLS to a front with a private CA, then the same SCRAM exchange.
     let pki = Pki::new();

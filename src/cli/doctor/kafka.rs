@@ -10,17 +10,12 @@
 //! (`tail` and the demo skip records without a value, `restore` reads the state topic
 //! only). `--skip-produce` turns it off.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
 use rdkafka::{
-    client::ClientContext,
     error::KafkaError,
     message::{Header, OwnedHeaders},
-    producer::{BaseProducer, DeliveryResult, FutureRecord, Producer, ProducerContext},
+    producer::{BaseProducer, FutureRecord, Producer},
     types::RDKafkaErrorCode,
     util::Timeout,
 };
@@ -28,7 +23,7 @@ use rdkafka::{
 use super::{Check, Options};
 use crate::{
     config::Config,
-    sinks::kafka::{client_config, create_producer, topics, KafkaConfig},
+    sinks::kafka::{client_config, create_producer, probe::LastError, topics, KafkaConfig},
 };
 
 /// Key of the test record.
@@ -254,47 +249,6 @@ async fn topic_configs(
     } else {
         Check::fail(CONFIGS, problems.join("; "), fixes.join("; "))
     }
-}
-
-/// The last error librdkafka reported through its error callback. A failed metadata
-/// call only says "transport failure"; why (TLS handshake, SASL authentication) comes
-/// through this callback, with an error code to tell the two apart.
-#[derive(Clone, Default)]
-struct LastError(Arc<Mutex<Option<(RDKafkaErrorCode, String)>>>);
-
-impl LastError {
-    fn take(&self) -> Option<(RDKafkaErrorCode, String)> {
-        self.0.lock().ok().and_then(|mut g| g.take())
-    }
-}
-
-impl ClientContext for LastError {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let code = error
-            .rdkafka_error_code()
-            .unwrap_or(RDKafkaErrorCode::Unknown);
-        // The first failure is the cause: the "all brokers are down" that follows it,
-        // or a disconnect after a failed TLS or SASL step, must not hide it.
-        if let Ok(mut last) = self.0.lock() {
-            let keep = match last.as_ref() {
-                None => false,
-                Some((RDKafkaErrorCode::SSL | RDKafkaErrorCode::Authentication, _)) => true,
-                Some(_) => !matches!(
-                    code,
-                    RDKafkaErrorCode::SSL | RDKafkaErrorCode::Authentication
-                ),
-            };
-            if !keep {
-                *last = Some((code, reason.to_owned()));
-            }
-        }
-    }
-}
-
-/// Nothing is produced through this client; the impl only makes it a BaseProducer.
-impl ProducerContext for LastError {
-    type DeliveryOpaque = ();
-    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
 }
 
 /// One value-less record to the events topic, through the service's own producer
