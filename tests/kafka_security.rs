@@ -193,7 +193,11 @@ async fn sasl_scram_credentials_the_broker_does_not_accept_fail_with_a_clear_err
     .await
     .expect("probe");
     let (code, reason) = why.expect("librdkafka gave a reason");
-    assert_eq!(code, rdkafka::types::RDKafkaErrorCode::Authentication, "{reason}");
+    assert_eq!(
+        code,
+        rdkafka::types::RDKafkaErrorCode::Authentication,
+        "{reason}"
+    );
     assert!(reason.contains("SCRAM authentication failed"), "{reason}");
 
     // SASL_SSL: TLS to a front with a private CA, then the same SCRAM exchange.
