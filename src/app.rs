@@ -32,6 +32,8 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot set up HTTPS for the HTTP endpoint: {0}")]
+    Tls(String),
     #[error("cannot set up the BlueKing API client: {0}")]
     Api(#[from] ApiError),
     #[error(transparent)]
@@ -112,13 +114,25 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         true => router.merge(crate::slot::router(&cfg.slot, &cfg.kafka, metrics.clone())?),
         false => router,
     };
+    let tls = match &cfg.http.tls {
+        None => None,
+        Some(tls) => {
+            let mut errs = crate::config::FieldErrors::default();
+            match tls.build("http.tls", &mut errs) {
+                Some(c) => Some(c),
+                None => return Err(AppError::Tls(errs.to_string().trim().to_owned())),
+            }
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let http_task = tokio::spawn(http::serve(
         listener,
+        tls,
         router,
         http::ServerLimits::from_config(&cfg.http),
         http_stop.clone(),
     ));
-    tracing::info!(addr = %http_addr, "serving /metrics, /healthz, /readyz and /api/v1");
+    tracing::info!(addr = %http_addr, scheme, "serving /metrics, /healthz, /readyz and /api/v1");
 
     let gse = StatusSource::new(&cfg.gse, &cfg.bk, metrics.clone())?;
     let source = InventorySource::from_config(&cfg, metrics.clone())?;

@@ -29,6 +29,8 @@
 //!   worker answering `fetch/host/dataid` through `dispatch_message`.
 //! - [`cli`]: `agentwatch gse ...` (GSE data-link admin, direct status queries),
 //!   `agentwatch tail`.
+//! - [`tls`]: rustls configs of `[bk.tls]` (outgoing https) and `[http.tls]` (serving
+//!   HTTPS), checked at validation.
 //! - [`shard`]: which agents this replica owns when several split the work.
 //! - [`app`]: wiring of `agentwatch run`; [`demo`]: the zero-setup demo;
 //!   [`benchmark`]: `agentwatch bench`.
@@ -49,3 +51,4 @@ pub mod sinks;
 pub mod slot;
 pub mod snapshot;
 pub mod sources;
+pub mod tls;

@@ -14,6 +14,7 @@ use secrecy::SecretString;
 const SLOT_TOKEN: &str = "slot-token-Zq81mVx3kP0a";
 const DISPATCH_TOKEN: &str = "dispatch-token-Lw20cNe7";
 const SASL_PASSWORD: &str = "sasl-password-Hy52tRb9";
+const KEY_PASSWORD: &str = "key-password-Pq73uXc1";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_appears_in_logs_metrics_answers_or_check_config() {
@@ -30,6 +31,23 @@ async fn no_secret_appears_in_logs_metrics_answers_or_check_config() {
         .options
         .insert("sasl.password".into(), SASL_PASSWORD.into());
     cfg.http.listen = format!("127.0.0.1:{}", free_port());
+    // A credential read from a file (kafka.option_files) and a TLS client key.
+    let pki = common::pki::Pki::new();
+    let key_password = pki.dir.path().join("kafka-key-password");
+    std::fs::write(&key_password, format!("{KEY_PASSWORD}\n")).expect("write secret file");
+    cfg.kafka
+        .option_files
+        .insert("ssl.key.password".into(), key_password);
+    cfg.bk.tls.ca_file = Some(pki.ca.clone());
+    cfg.bk.tls.client_cert_file = Some(pki.client_cert.clone());
+    cfg.bk.tls.client_key_file = Some(pki.client_key.clone());
+    let client_key = std::fs::read_to_string(&pki.client_key).expect("key");
+    // The middle of the PEM body: no header, no line that could occur by chance.
+    let key_body = client_key
+        .lines()
+        .find(|l| !l.starts_with("-----") && l.len() > 40)
+        .expect("key body")
+        .to_owned();
     cfg.validate().expect("valid");
 
     // The file holds masked values; the real ones come from the environment, as from
@@ -37,7 +55,14 @@ async fn no_secret_appears_in_logs_metrics_answers_or_check_config() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("agentwatch.toml");
     std::fs::write(&path, cfg.to_masked_toml()).expect("write config");
-    let secrets = [SIM_SECRET, SLOT_TOKEN, DISPATCH_TOKEN, SASL_PASSWORD];
+    let secrets = [
+        SIM_SECRET,
+        SLOT_TOKEN,
+        DISPATCH_TOKEN,
+        SASL_PASSWORD,
+        KEY_PASSWORD,
+        key_body.as_str(),
+    ];
     let file = std::fs::read_to_string(&path).expect("read config");
     for s in secrets {
         assert!(
@@ -123,7 +148,11 @@ async fn no_secret_appears_in_logs_metrics_answers_or_check_config() {
         .envs(env)
         .output()
         .expect("check-config");
-    assert!(check.status.success());
+    assert!(
+        check.status.success(),
+        "check-config failed: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     let check_out = format!(
         "{}{}",
         String::from_utf8_lossy(&check.stdout),

@@ -232,7 +232,7 @@ pub async fn run_checks(
 
     let mut reachable = Vec::new();
     for (key, url) in upstreams(&cfg) {
-        let check = reach::reach(key, &url, opts.timeout).await;
+        let check = reach::reach(key, &url, &cfg.bk.tls, opts.timeout).await;
         if !check.failed() {
             reachable.push(key);
         }

@@ -73,6 +73,7 @@ impl Config {
         self.cmdb.validate(source == SourceKind::Cmdb, &mut errs);
         self.poll.validate(&mut errs);
         self.kafka.validate(&mut errs);
+        self.kafka.resolve_option_files(&mut errs);
         self.http.validate(&mut errs);
         self.shard.validate(&mut errs);
         self.shutdown.validate(&mut errs);

@@ -130,3 +130,50 @@ fn the_example_config_in_the_repo_parses() {
     let text = include_str!("../../agentwatch.example.toml");
     load_str(text, "agentwatch.example.toml", env(&[])).expect("example config is valid");
 }
+
+/// The commented `[bk.tls]`, `[kafka.option_files]` and `[http.tls]` blocks of the
+/// example, uncommented: every key is a real field, and only the (absent) files fail.
+#[test]
+fn the_commented_transport_security_examples_name_real_fields() {
+    let text = include_str!("../../agentwatch.example.toml");
+    let mut out = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if ["# [bk.tls]", "# [kafka.option_files]", "# [http.tls]"].contains(&line) {
+            inside = true;
+        } else if line.trim().is_empty() {
+            inside = false;
+        }
+        let is_setting = line.starts_with("# [") || line.starts_with("# \"") || {
+            let rest = line.trim_start_matches("# ");
+            rest.split_once(" = ")
+                .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        };
+        match line.strip_prefix("# ") {
+            Some(setting) if inside && is_setting => out.push_str(setting),
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    assert!(out.contains("\n[http.tls]\n") && out.contains("\nclient_key_file = "));
+    let Err(ConfigError::Invalid { errors }) = load_str(&out, "uncommented", env(&[])) else {
+        panic!("the example's certificate files do not exist here, so it must not load");
+    };
+    assert_eq!(
+        errors.paths(),
+        vec![
+            "bk.tls.ca_file",
+            "bk.tls.client_cert_file",
+            "bk.tls.client_key_file",
+            "kafka.option_files.sasl.password",
+            "http.tls.cert_file",
+            "http.tls.key_file",
+            "http.tls.client_ca_file",
+        ],
+        "{errors}"
+    );
+    assert!(
+        errors.0.iter().all(|e| e.reason.starts_with("cannot read")),
+        "{errors}"
+    );
+}

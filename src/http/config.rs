@@ -4,7 +4,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::FieldErrors;
+use crate::{config::FieldErrors, tls::ServerTlsConfig};
 
 /// Upper bound of `max_query_ids`: a batch is answered from memory, but its response
 /// still costs ~0.5 KB per entry.
@@ -46,6 +46,10 @@ pub struct HttpConfig {
     /// until one closes. 1 to 100000.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// `[http.tls]`: serve HTTPS (optionally requiring client certificates) instead of
+    /// plain HTTP. Leave it out behind a service mesh that already does mTLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsConfig>,
 }
 
 fn default_listen() -> String {
@@ -81,6 +85,7 @@ impl Default for HttpConfig {
             header_read_timeout: default_header_read_timeout(),
             request_timeout: default_request_timeout(),
             max_connections: default_max_connections(),
+            tls: None,
         }
     }
 }
@@ -118,6 +123,9 @@ impl HttpConfig {
                 "http.max_connections",
                 format!("must be between 1 and {MAX_CONNECTIONS_LIMIT}"),
             );
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate("http.tls", errs);
         }
     }
 }

@@ -111,13 +111,15 @@ impl ServerLimits {
 /// (a client that never reads its answer must not hold the exit).
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// Serves HTTP/1 until `shutdown`, then lets the open requests finish (up to 5s).
+/// Serves HTTP/1 until `shutdown`, then lets the open requests finish (up to 5s):
+/// plain HTTP, or HTTPS when `tls` is set (`[http.tls]`).
 ///
 /// Not `axum::serve`: it sets no timer, so hyper's header read timeout never fires and
 /// a client sending its headers a byte a minute would hold a connection forever; nor
 /// does it bound the number of connections.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
     limits: ServerLimits,
     shutdown: CancellationToken,
@@ -152,23 +154,18 @@ pub async fn serve(
         };
         let service = TowerToHyperService::new(router.clone());
         let stop = shutdown.clone();
+        let tls = tls.clone();
         conns.spawn(async move {
             let _permit = permit;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            // The handshake runs in the connection's own task (and holds its permit):
+            // a slow or silent client cannot hold up everybody else's accept.
+            match tls {
+                None => serve_connection(stream, service, limits, stop).await,
+                Some(config) => {
+                    if let Some(stream) = crate::tls::handshake(stream, config).await {
+                        serve_connection(stream, service, limits, stop).await;
+                    }
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
         });
     }
@@ -177,6 +174,33 @@ pub async fn serve(
         tracing::warn!("HTTP connections still open {DRAIN:?} after shutdown; dropping them");
     }
     Ok(())
+}
+
+/// One HTTP/1 connection, with the header read timeout, until it ends or `stop`.
+async fn serve_connection<I>(
+    io: I,
+    service: TowerToHyperService<Router>,
+    limits: ServerLimits,
+    stop: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
+    }
 }
 
 /// Answers 408 when a request (its body upload included) has no answer head within

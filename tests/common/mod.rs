@@ -26,6 +26,8 @@ use rdkafka::{
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
+pub mod pki;
+
 pub const SIM_SECRET: &str = "test-secret";
 
 /// A Kafka-protocol broker process on loopback.
@@ -83,7 +85,7 @@ impl Drop for Broker {
     }
 }
 
-fn tansu_bin() -> PathBuf {
+pub fn tansu_bin() -> PathBuf {
     if let Ok(p) = std::env::var("TANSU_BIN") {
         return PathBuf::from(p);
     }
@@ -305,15 +307,23 @@ impl Record {
 /// Reads `topic` from the beginning to the end of every partition with a fresh
 /// consumer (tansu cannot resume mid-batch, so tests always read from the start).
 pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    read_topic_with(brokers, topic, &[])
+}
+
+/// [`read_topic`] with extra librdkafka properties (e.g. `security.protocol`).
+pub fn read_topic_with(brokers: &str, topic: &str, options: &[(&str, &str)]) -> Vec<Record> {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("test-{}", uuid::Uuid::new_v4()))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
-        .set("log_level", "3")
-        .create()
-        .expect("consumer");
+        .set("log_level", "3");
+    for (k, v) in options {
+        config.set(*k, *v);
+    }
+    let consumer: BaseConsumer = config.create().expect("consumer");
     let meta = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("metadata");

@@ -13,11 +13,9 @@
 use std::{collections::HashMap, time::Duration};
 
 use rdkafka::{
-    admin::AdminClient,
-    client::DefaultClientContext,
     error::KafkaError,
     message::{Header, OwnedHeaders},
-    producer::FutureRecord,
+    producer::{BaseProducer, FutureRecord, Producer},
     types::RDKafkaErrorCode,
     util::Timeout,
 };
@@ -25,7 +23,7 @@ use rdkafka::{
 use super::{Check, Options};
 use crate::{
     config::Config,
-    sinks::kafka::{client_config, create_producer, topics, KafkaConfig},
+    sinks::kafka::{client_config, create_producer, probe::LastError, topics, KafkaConfig},
 };
 
 /// Key of the test record.
@@ -41,10 +39,14 @@ const PRODUCE: &str = "kafka test produce";
 pub async fn checks(cfg: &Config, opts: Options) -> Vec<Check> {
     let k = &cfg.kafka;
     let wait = humantime::format_duration(opts.timeout).to_string();
-    let admin: AdminClient<DefaultClientContext> = match client_config(k).create() {
-        Ok(a) => a,
-        Err(e) => {
-            return vec![
+    let last_error = LastError::default();
+    // A plain client, not an AdminClient: its main queue can be polled, which is where
+    // librdkafka reports why no broker answered (see `LastError`).
+    let client: BaseProducer<LastError> =
+        match client_config(k).create_with_context(last_error.clone()) {
+            Ok(a) => a,
+            Err(e) => {
+                return vec![
                 Check::fail(
                     BROKERS,
                     format!("cannot create a Kafka client: {e}"),
@@ -55,14 +57,21 @@ pub async fn checks(cfg: &Config, opts: Options) -> Vec<Check> {
                 Check::skip(CONFIGS, "no Kafka client"),
                 Check::skip(PRODUCE, "no Kafka client"),
             ];
-        }
-    };
+            }
+        };
     // All topics, never named ones: asking for a topic by name can make a broker with
     // auto-create on create it. The call blocks, so it runs on the blocking pool and
     // returns plain data: (brokers, topic → partitions).
     let timeout = opts.timeout;
     let fetched = tokio::task::spawn_blocking(move || {
-        let meta = admin.inner().fetch_metadata(None, timeout)?;
+        let meta = match client.client().fetch_metadata(None, timeout) {
+            Ok(m) => m,
+            Err(e) => {
+                // Serves the queued error events, so `last_error` holds the cause.
+                client.poll(Duration::from_millis(200));
+                return Err(e);
+            }
+        };
         let brokers: Vec<String> = meta
             .brokers()
             .iter()
@@ -81,14 +90,39 @@ pub async fn checks(cfg: &Config, opts: Options) -> Vec<Check> {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => {
             let why = "no broker answered";
-            return vec![
-                Check::fail(
-                    BROKERS,
-                    format!("no metadata from {} within {wait}: {e}", k.brokers),
+            let (reason, fix) = match last_error.take() {
+                Some((RDKafkaErrorCode::SSL, reason)) => (
+                    format!("; TLS failed: {reason}"),
+                    "the TLS handshake with the broker failed: set kafka.options \
+                     \"ssl.ca.location\" to the PEM of the CA that signed the brokers' \
+                     certificates (a private CA is not in the system store), and \
+                     \"ssl.certificate.location\" / \"ssl.key.location\" if the brokers \
+                     require client certificates; check that kafka.brokers names their TLS \
+                     listener and a host name their certificates are issued for",
+                ),
+                Some((RDKafkaErrorCode::Authentication, reason)) => (
+                    format!("; SASL authentication failed: {reason}"),
+                    "the brokers refused the credentials: check kafka.options \
+                     \"sasl.mechanisms\" (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, as the \
+                     cluster's listener expects), \"sasl.username\" and the password \
+                     (kafka.option_files.\"sasl.password\" or \
+                     AGENTWATCH__KAFKA__OPTIONS__SASL.PASSWORD), and the user's existence on \
+                     the cluster",
+                ),
+                other => (
+                    other.map(|(_, r)| format!("; {r}")).unwrap_or_default(),
                     "check kafka.brokers (host:port, comma-separated) and that this machine \
                      can reach them (firewall, NetworkPolicy); a secured cluster also needs \
                      kafka.options (security.protocol, sasl.mechanisms, sasl.username, \
-                     sasl.password, ssl.ca.location)",
+                     sasl.password, ssl.ca.location, and ssl.certificate.location / \
+                     ssl.key.location when the brokers require client certificates)",
+                ),
+            };
+            return vec![
+                Check::fail(
+                    BROKERS,
+                    format!("no metadata from {} within {wait}: {e}{reason}", k.brokers),
+                    fix,
                 ),
                 Check::skip(TOPICS, why),
                 Check::skip(CONFIGS, why),

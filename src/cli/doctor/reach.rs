@@ -10,9 +10,11 @@ use reqwest::Url;
 use tokio::net::TcpStream;
 
 use super::Check;
+use crate::{sources::bk::tls_config, tls::ClientTlsConfig};
 
-/// Checks `url` (the value of config key `key`).
-pub async fn reach(key: &str, url: &str, timeout: Duration) -> Check {
+/// Checks `url` (the value of config key `key`) with the TLS settings the service
+/// uses (`[bk.tls]`), so a private CA or a required client certificate counts.
+pub async fn reach(key: &str, url: &str, tls: &ClientTlsConfig, timeout: Duration) -> Check {
     let name = format!("reach {key}");
     let parsed = match Url::parse(url) {
         Ok(u) => u,
@@ -57,12 +59,17 @@ pub async fn reach(key: &str, url: &str, timeout: Duration) -> Check {
         )),
     }
 
-    let client = match reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
+        .redirect(reqwest::redirect::Policy::none());
+    if !tls.is_default() {
+        match tls_config(tls) {
+            Ok(c) => builder = builder.use_preconfigured_tls(c),
+            Err(e) => return Check::fail(name, e, "fix the bk.tls fields named above"),
+        }
+    }
+    let client = match builder.build() {
         Ok(c) => c,
         Err(e) => {
             return Check::fail(
@@ -98,10 +105,17 @@ pub async fn reach(key: &str, url: &str, timeout: Duration) -> Check {
             format!("TLS handshake with {host} failed: {}", chain(&e)),
             format!(
                 "agentwatch verifies certificates against the public Mozilla roots (rustls, \
-                 webpki-roots): a self-signed certificate, one from a private CA or one issued \
-                 for another name fails, and so does a port that does not speak TLS at all (an \
-                 http:// endpoint written as https://). Use a publicly trusted certificate for \
-                 {host}, or the gateway's plain http:// address inside the network, in {key}"
+                 webpki-roots){}: a self-signed certificate, one from a private CA not in \
+                 bk.tls.ca_file or one issued for another name fails, and so does a port that \
+                 does not speak TLS at all (an http:// endpoint written as https://). If the \
+                 gateway uses a private CA, set bk.tls.ca_file to its PEM bundle; if it asks \
+                 for a client certificate, set bk.tls.client_cert_file and \
+                 bk.tls.client_key_file; otherwise check the host name in {key}",
+                match &tls.ca_file {
+                    Some(p) if tls.ca_only => format!(" — here only the CAs in {}", p.display()),
+                    Some(p) => format!(" plus the CAs in {}", p.display()),
+                    None => String::new(),
+                }
             ),
         ),
         Err(e) => Check::fail(
@@ -232,6 +246,7 @@ mod tests {
         let c = reach(
             "nodeman.base_url",
             &format!("http://127.0.0.1:{port}/api/bk-nodeman/prod/"),
+            &ClientTlsConfig::default(),
             Duration::from_secs(2),
         )
         .await;
@@ -258,6 +273,7 @@ mod tests {
         let c = reach(
             "gse.base_url",
             &format!("http://{addr}/api/bk-gse/prod/api/v2/"),
+            &ClientTlsConfig::default(),
             Duration::from_secs(2),
         )
         .await;

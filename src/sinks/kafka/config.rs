@@ -1,7 +1,8 @@
 //! `[kafka]`: where change events and agent state go.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use crate::config::FieldErrors;
@@ -70,6 +71,15 @@ pub struct KafkaConfig {
     /// environment (`AGENTWATCH__KAFKA__OPTIONS__SASL.PASSWORD`).
     #[serde(default, serialize_with = "serialize_options_masked")]
     pub options: BTreeMap<String, String>,
+    /// librdkafka properties whose value is the (trimmed) content of a file, e.g.
+    /// `"sasl.password" = "/etc/agentwatch/kafka/password"` from a mounted Kubernetes
+    /// Secret. Read at start; the values are never printed, whatever the property.
+    /// A property may be set here or in `options`, not in both.
+    #[serde(default)]
+    pub option_files: BTreeMap<String, PathBuf>,
+    /// The values read from `option_files` by `validate`.
+    #[serde(skip)]
+    pub(crate) file_options: BTreeMap<String, SecretString>,
 }
 
 impl std::fmt::Debug for KafkaConfig {
@@ -100,7 +110,8 @@ impl std::fmt::Debug for KafkaConfig {
             .field("max_in_flight", &self.max_in_flight)
             .field("max_in_flight_bytes", &self.max_in_flight_bytes)
             .field("options", &options)
-            .finish()
+            .field("option_files", &self.option_files)
+            .finish_non_exhaustive()
     }
 }
 
@@ -178,6 +189,8 @@ impl Default for KafkaConfig {
             max_in_flight: default_max_in_flight(),
             max_in_flight_bytes: default_max_in_flight_bytes(),
             options: BTreeMap::new(),
+            option_files: BTreeMap::new(),
+            file_options: BTreeMap::new(),
         }
     }
 }
@@ -247,6 +260,52 @@ impl KafkaConfig {
         }
     }
 
+    /// Reads `option_files` into `file_options`, reporting each bad entry by name.
+    pub(crate) fn resolve_option_files(&mut self, errs: &mut FieldErrors) {
+        self.file_options.clear();
+        for (key, path) in &self.option_files {
+            let field = format!("kafka.option_files.{key}");
+            if RESERVED_OPTIONS.contains(&key.as_str()) {
+                errs.push(
+                    field,
+                    "is set by agentwatch itself and cannot be overridden",
+                );
+                continue;
+            }
+            if self.options.contains_key(key) {
+                errs.push(
+                    field,
+                    format!("kafka.options.{key} is set too; set the property in one place"),
+                );
+                continue;
+            }
+            match std::fs::read_to_string(path) {
+                Ok(v) if v.trim().is_empty() => {
+                    errs.push(field, format!("{} is empty", path.display()))
+                }
+                Ok(v) => {
+                    self.file_options
+                        .insert(key.clone(), SecretString::from(v.trim().to_owned()));
+                }
+                Err(e) => errs.push(field, format!("cannot read {}: {e}", path.display())),
+            }
+        }
+    }
+
+    /// Every pass-through librdkafka property: `options`, then those read from
+    /// `option_files` (after `validate`).
+    pub fn librdkafka_options(&self) -> impl Iterator<Item = (&str, &str)> {
+        use secrecy::ExposeSecret;
+        self.options
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(
+                self.file_options
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.expose_secret())),
+            )
+    }
+
     pub fn source(&self) -> String {
         self.source.clone().unwrap_or_else(|| {
             let host = std::env::var("HOSTNAME")
@@ -280,4 +339,71 @@ fn check_topic_name(t: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod option_files_tests {
+    use super::*;
+
+    #[test]
+    fn file_options_reach_librdkafka_and_are_printed_nowhere() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("password");
+        std::fs::write(&path, "  file-password-8Jk2\n").expect("write");
+        let mut c = KafkaConfig::default();
+        c.options.insert("sasl.username".into(), "aw".into());
+        // A property whose name does not look secret is still masked from a file.
+        c.option_files
+            .insert("sasl.oauthbearer.client.id".into(), path.clone());
+        c.option_files.insert("sasl.password".into(), path.clone());
+        let mut errs = FieldErrors::default();
+        c.resolve_option_files(&mut errs);
+        assert!(errs.is_empty(), "{errs}");
+
+        let all: BTreeMap<&str, &str> = c.librdkafka_options().collect();
+        assert_eq!(all["sasl.password"], "file-password-8Jk2", "trimmed");
+        assert_eq!(all["sasl.oauthbearer.client.id"], "file-password-8Jk2");
+        assert_eq!(all["sasl.username"], "aw");
+        let debug = format!("{c:?}");
+        let toml = toml::to_string(&c).expect("serialize");
+        for shown in [debug, toml] {
+            assert!(!shown.contains("file-password-8Jk2"), "{shown}");
+            assert!(shown.contains("password"), "the path is shown: {shown}");
+        }
+    }
+
+    #[test]
+    fn unreadable_empty_reserved_and_doubly_set_option_files_are_each_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").expect("write");
+        let fine = dir.path().join("fine");
+        std::fs::write(&fine, "x").expect("write");
+        let mut c = KafkaConfig::default();
+        c.options.insert("sasl.username".into(), "aw".into());
+        c.option_files
+            .insert("sasl.password".into(), dir.path().join("missing"));
+        c.option_files.insert("ssl.key.password".into(), empty);
+        c.option_files.insert("acks".into(), fine.clone());
+        c.option_files.insert("sasl.username".into(), fine);
+        let mut errs = FieldErrors::default();
+        c.resolve_option_files(&mut errs);
+        assert_eq!(
+            errs.paths(),
+            vec![
+                "kafka.option_files.acks",
+                "kafka.option_files.sasl.password",
+                "kafka.option_files.sasl.username",
+                "kafka.option_files.ssl.key.password",
+            ],
+            "{errs}"
+        );
+        let text = errs.to_string();
+        assert!(
+            text.contains("cannot read") && text.contains("is empty"),
+            "{text}"
+        );
+        assert!(text.contains("set the property in one place"), "{text}");
+        assert!(c.file_options.is_empty());
+    }
 }

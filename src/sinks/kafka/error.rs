@@ -11,6 +11,9 @@ pub enum SinkError {
         #[source]
         source: KafkaError,
     },
+    /// No broker answered, and librdkafka said why (TLS, SASL, ...).
+    #[error("cannot reach Kafka at {brokers}: {reason}")]
+    Unreachable { brokers: String, reason: String },
     #[error("topic {topic} is misconfigured: {detail}")]
     TopicMisconfigured { topic: String, detail: String },
     #[error("topic {topic} does not exist (and kafka.create_topics is false)")]

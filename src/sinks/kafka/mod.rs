@@ -4,6 +4,7 @@
 mod config;
 pub mod encode;
 mod error;
+pub mod probe;
 pub mod producer;
 pub mod restore;
 mod sink;

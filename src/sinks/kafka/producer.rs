@@ -4,12 +4,13 @@ use rdkafka::{config::ClientConfig, producer::FutureProducer};
 
 use super::{KafkaConfig, SinkError};
 
-/// Base client config: brokers plus the user's pass-through `kafka.options`.
+/// Base client config: brokers plus the user's pass-through `kafka.options` and
+/// `kafka.option_files`.
 pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers)
         .set("client.id", "agentwatch");
-    for (k, v) in &cfg.options {
+    for (k, v) in cfg.librdkafka_options() {
         c.set(k, v);
     }
     c

@@ -41,16 +41,33 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<(), SinkError> {
         )
         .set("cleanup.policy", "delete"),
     ];
-    let results = admin
-        .create_topics(&topics, &opts)
-        .await
-        .map_err(|source| SinkError::CreateTopic {
-            topic: format!(
-                "{}, {}, {}",
-                cfg.events_topic, cfg.state_topic, cfg.slot_topic
-            ),
-            source,
-        })?;
+    let results = match admin.create_topics(&topics, &opts).await {
+        Ok(r) => r,
+        Err(source) => {
+            // A timeout says nothing about a refused certificate or password; ask
+            // librdkafka why, so the start-up error names the cause.
+            let probe = cfg.clone();
+            let why = tokio::task::spawn_blocking(move || {
+                super::probe::why_unreachable(&probe, Duration::from_secs(5))
+            })
+            .await
+            .ok()
+            .flatten();
+            return Err(match why {
+                Some((_, reason)) => SinkError::Unreachable {
+                    brokers: cfg.brokers.clone(),
+                    reason,
+                },
+                None => SinkError::CreateTopic {
+                    topic: format!(
+                        "{}, {}, {}",
+                        cfg.events_topic, cfg.state_topic, cfg.slot_topic
+                    ),
+                    source,
+                },
+            });
+        }
+    };
     for r in results {
         match r {
             Ok(topic) => tracing::info!(topic, "created topic"),

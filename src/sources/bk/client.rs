@@ -14,7 +14,11 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio::{sync::Semaphore, time::Instant};
 
 use super::{backoff, envelope, ApiError, BkConfig, RetryConfig};
-use crate::metrics::{Metrics, UPSTREAM_OUTCOMES};
+use crate::{
+    config::FieldErrors,
+    metrics::{Metrics, UPSTREAM_OUTCOMES},
+    tls::ClientTlsConfig,
+};
 
 /// Which BlueKing system a client talks to (the `upstream` metric label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,15 +108,17 @@ impl BkClient {
             upstream: upstream.label(),
             detail,
         };
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .default_headers(default_headers(upstream, bk)?)
             .timeout(timeout)
             .connect_timeout(timeout)
             // A redirect would carry the auth header to wherever it points (reqwest
             // only strips the standard credential headers); report it instead.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| build(error_chain(&e)))?;
+            .redirect(reqwest::redirect::Policy::none());
+        if !bk.tls.is_default() {
+            builder = builder.use_preconfigured_tls(tls_config(&bk.tls).map_err(build)?);
+        }
+        let http = builder.build().map_err(|e| build(error_chain(&e)))?;
         // Dashboards see every outcome of this upstream from the start, at zero.
         for outcome in UPSTREAM_OUTCOMES {
             metrics
@@ -325,6 +331,14 @@ impl BkClient {
             }
         }
     }
+}
+
+/// The rustls config of `[bk.tls]`; validation already reported bad fields, so this
+/// only fails for a config that skipped it.
+pub(crate) fn tls_config(tls: &ClientTlsConfig) -> Result<rustls::ClientConfig, String> {
+    let mut errs = FieldErrors::default();
+    tls.build("bk.tls", &mut errs)
+        .ok_or_else(|| errs.to_string().trim().to_owned())
 }
 
 /// Auth (sensitive), optional tenant, and content type, built once.

@@ -5,7 +5,10 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{secret, FieldErrors};
+use crate::{
+    config::{secret, FieldErrors},
+    tls::ClientTlsConfig,
+};
 
 /// `[bk]`: how agentwatch authenticates to the BlueKing API gateway / ESB.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -27,6 +30,10 @@ pub struct BkConfig {
     /// Optional `X-Bk-Tenant-Id` header for multi-tenant BlueKing.
     #[serde(default)]
     pub tenant_id: Option<String>,
+    /// `[bk.tls]`: CA bundle, client certificate (mTLS) and minimum version for every
+    /// https:// BlueKing upstream (GSE, ESB, NodeMan, CMDB).
+    #[serde(default, skip_serializing_if = "ClientTlsConfig::is_default")]
+    pub tls: ClientTlsConfig,
 }
 
 fn default_username() -> String {
@@ -41,6 +48,7 @@ impl Default for BkConfig {
             app_secret_file: None,
             username: default_username(),
             tenant_id: None,
+            tls: ClientTlsConfig::default(),
         }
     }
 }
@@ -62,6 +70,7 @@ impl BkConfig {
                 ),
             }
         }
+        self.tls.validate("bk.tls", errs);
         if self.app_code.trim().is_empty() {
             errs.push("bk.app_code", "must not be empty");
         }

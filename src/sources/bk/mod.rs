@@ -16,6 +16,7 @@ mod error;
 #[cfg(test)]
 pub(crate) mod tests;
 
+pub(crate) use client::tls_config;
 pub use client::{BkClient, Upstream};
 pub use config::{BkConfig, RetryConfig};
 pub use envelope::null_as_default;
