@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::{
     proto::v1::{AgentInfo, PluginState},
     snapshot::{
-        view::{AgentView, NO_PLUGINS},
+        view::{AgentView, IpRef, NO_PLUGINS},
         StatusNames,
     },
     sources::{
@@ -51,7 +51,7 @@ pub fn merge<'a>(
         host_id: host.host_id,
         cloud_id: host.cloud_id,
         biz_id: host.biz_id,
-        ip: &host.ip,
+        ip: IpRef::Text(&host.ip),
         status_code,
         status: names.name(status_code),
         alive: status_code == STATUS_RUNNING,

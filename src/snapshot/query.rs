@@ -49,7 +49,10 @@ impl Identity {
         Identity {
             host_id: s.host_id,
             cloud_id: s.cloud_id,
-            ip: s.ip.parse().ok(),
+            ip: match s.ip {
+                super::view::IpRef::V4(a) => Some(IpAddr::V4(a)),
+                super::view::IpRef::Text(t) => t.parse().ok(),
+            },
         }
     }
 }

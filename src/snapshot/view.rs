@@ -2,7 +2,7 @@
 //! observation with the snapshot without allocating; an owned `AgentState` is built
 //! only when something changed.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, fmt, net::Ipv4Addr};
 
 use crate::proto::v1::{AgentInfo, AgentState, PluginState};
 
@@ -16,7 +16,7 @@ pub struct AgentView<'a> {
     pub host_id: i64,
     pub cloud_id: i64,
     pub biz_id: i64,
-    pub ip: &'a str,
+    pub ip: IpRef<'a>,
     pub status_code: i32,
     pub status: &'a str,
     pub alive: bool,
@@ -39,7 +39,7 @@ impl AgentView<'_> {
             host_id: self.host_id,
             cloud_id: self.cloud_id,
             biz_id: self.biz_id,
-            ip: self.ip.to_owned(),
+            ip: self.ip.to_string(),
             status_code: self.status_code,
             status: self.status.to_owned(),
             alive: self.alive,
@@ -56,6 +56,39 @@ impl AgentView<'_> {
     }
 }
 
+/// An agent's IP as text, or as the IPv4 address the snapshot keeps inline (no heap
+/// block, no pointer to follow when comparing).
+///
+/// Equality is that of the text: Rust's IPv4 parser accepts only the canonical
+/// dotted-decimal form (no leading zeros, four parts), so `"10.0.0.1"` equals
+/// `V4(10.0.0.1)` and nothing else does.
+#[derive(Debug, Clone, Copy)]
+pub enum IpRef<'a> {
+    Text(&'a str),
+    V4(Ipv4Addr),
+}
+
+impl PartialEq for IpRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (IpRef::Text(a), IpRef::Text(b)) => a == b,
+            (IpRef::V4(a), IpRef::V4(b)) => a == b,
+            (IpRef::Text(s), IpRef::V4(a)) | (IpRef::V4(a), IpRef::Text(s)) => {
+                s.parse::<Ipv4Addr>().is_ok_and(|p| p == *a)
+            }
+        }
+    }
+}
+
+impl fmt::Display for IpRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IpRef::Text(s) => f.write_str(s),
+            IpRef::V4(a) => a.fmt(f),
+        }
+    }
+}
+
 /// Borrowing an owned state.
 pub trait View {
     fn view(&self) -> AgentView<'_>;
@@ -68,7 +101,7 @@ impl View for AgentState {
             host_id: self.host_id,
             cloud_id: self.cloud_id,
             biz_id: self.biz_id,
-            ip: &self.ip,
+            ip: IpRef::Text(&self.ip),
             status_code: self.status_code,
             status: &self.status,
             alive: self.alive,
@@ -82,5 +115,22 @@ impl View for AgentState {
             info: self.info.as_ref(),
             plugins: &self.plugins,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv4_address_equals_exactly_its_canonical_text() {
+        let a = IpRef::V4(Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(a, IpRef::Text("10.0.0.1"));
+        assert_eq!(IpRef::Text("10.0.0.1"), a);
+        for other in ["010.0.0.1", "10.0.0.01", "10.0.0.1 ", " 10.0.0.1", "10.0.1", "", "::1"] {
+            assert_ne!(a, IpRef::Text(other), "{other:?}");
+            assert_ne!(IpRef::Text(other), a, "{other:?}");
+        }
+        assert_eq!(a.to_string(), "10.0.0.1");
     }
 }
