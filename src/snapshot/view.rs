@@ -127,7 +127,15 @@ mod tests {
         let a = IpRef::V4(Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(a, IpRef::Text("10.0.0.1"));
         assert_eq!(IpRef::Text("10.0.0.1"), a);
-        for other in ["010.0.0.1", "10.0.0.01", "10.0.0.1 ", " 10.0.0.1", "10.0.1", "", "::1"] {
+        for other in [
+            "010.0.0.1",
+            "10.0.0.01",
+            "10.0.0.1 ",
+            " 10.0.0.1",
+            "10.0.1",
+            "",
+            "::1",
+        ] {
             assert_ne!(a, IpRef::Text(other), "{other:?}");
             assert_ne!(IpRef::Text(other), a, "{other:?}");
         }

@@ -105,8 +105,8 @@ impl WireHost {
             ip: first_address(&self.bk_host_innerip).to_owned(),
             ipv6: first_address(&self.bk_host_innerip_v6).to_owned(),
             bk_agent_id: self.bk_agent_id,
-            os_type: os_type_name(&self.bk_os_type),
-            nodeman_status: String::new(),
+            os_type: os_type_name(&self.bk_os_type).into(),
+            nodeman_status: "".into(),
         }
     }
 }
@@ -383,7 +383,7 @@ mod tests {
                     OsType::Linux => "LINUX".into(),
                     OsType::Windows => "WINDOWS".into(),
                 },
-                nodeman_status: String::new(),
+                nodeman_status: "".into(),
             })
             .collect()
     }
@@ -622,7 +622,7 @@ mod tests {
                 ipv6: "fe80::1".into(),
                 bk_agent_id: "agent-1".into(),
                 os_type: "WINDOWS".into(),
-                nodeman_status: String::new(),
+                nodeman_status: "".into(),
             }
         );
         assert_eq!(
@@ -632,7 +632,7 @@ mod tests {
                 ..Host::default()
             }
         );
-        assert_eq!((hosts[2].cloud_id, hosts[2].os_type.as_str()), (3, "7"));
+        assert_eq!((hosts[2].cloud_id, &*hosts[2].os_type), (3, "7"));
         assert_eq!(hosts[0].agent_id().unwrap(), "agent-1");
         assert_eq!(hosts[2].agent_id().unwrap(), "agent-3");
         assert_eq!(os_type_name("3"), "AIX");

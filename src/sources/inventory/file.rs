@@ -329,8 +329,9 @@ impl Entry {
             // As NodeMan spells it: LINUX, WINDOWS, ...
             os_type: present(self.os_type)
                 .map(|s| s.to_ascii_uppercase())
-                .unwrap_or_default(),
-            nodeman_status: String::new(),
+                .unwrap_or_default()
+                .into(),
+            nodeman_status: "".into(),
         })
     }
 }

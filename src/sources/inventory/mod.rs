@@ -21,12 +21,14 @@ pub struct Host {
     pub ip: String,
     /// `inner_ipv6`; may be empty.
     pub ipv6: String,
-    /// `bk_agent_id`; empty for legacy (GSE 1.x-era) agents.
+    /// `bk_agent_id`; empty for legacy (GSE 1.x-era) agents. Empty too in
+    /// [`Inventory::hosts`] when it is the agent id: that lives in [`Inventory::ids`].
     pub bk_agent_id: String,
-    pub os_type: String,
+    /// Shared between hosts (a handful of values for a whole inventory).
+    pub os_type: std::sync::Arc<str>,
     /// NodeMan's status string (RUNNING, TERMINATED, NOT_INSTALLED, ...); empty for
-    /// other sources.
-    pub nodeman_status: String,
+    /// other sources. Shared between hosts like `os_type`.
+    pub nodeman_status: std::sync::Arc<str>,
 }
 
 /// Why a host is not watched.
@@ -95,13 +97,41 @@ pub struct Inventory {
 
 impl Inventory {
     /// Applies the agent id rule to every host and drops duplicates deterministically.
+    ///
+    /// Kept lean for a million hosts: a watched host's `bk_agent_id` moves into `ids`
+    /// (its `Host` keeps an empty one), and the repeated `os_type` / `nodeman_status`
+    /// strings are shared between hosts.
     pub fn from_hosts(mut hosts: Vec<Host>) -> Inventory {
         hosts.sort_by_key(|h| h.host_id);
-        let mut seen = std::collections::HashSet::with_capacity(hosts.len());
-        let mut inv = Inventory::default();
-        for h in hosts {
-            match h.agent_id() {
-                Ok(id) if seen.insert(id.clone()) => {
+        let ids: Vec<Result<String, Rejected>> = hosts.iter().map(Host::agent_id).collect();
+        // First host (lowest host id) wins an agent id; the set borrows from `ids`.
+        let keep: Vec<bool> = {
+            let mut seen = std::collections::HashSet::with_capacity(hosts.len());
+            ids.iter()
+                .map(|id| id.as_ref().is_ok_and(|id| seen.insert(id.as_str())))
+                .collect()
+        };
+        let mut shared: std::collections::HashSet<std::sync::Arc<str>> =
+            std::collections::HashSet::new();
+        let mut share = |s: &mut std::sync::Arc<str>| match shared.get(s) {
+            Some(x) => *s = x.clone(),
+            None => {
+                shared.insert(s.clone());
+            }
+        };
+        let mut inv = Inventory {
+            ids: Vec::with_capacity(hosts.len()),
+            hosts: Vec::with_capacity(hosts.len()),
+            rejected: Vec::new(),
+        };
+        for ((mut h, id), keep) in hosts.into_iter().zip(ids).zip(keep) {
+            share(&mut h.os_type);
+            share(&mut h.nodeman_status);
+            match id {
+                Ok(id) if keep => {
+                    if h.bk_agent_id == id {
+                        h.bk_agent_id = String::new();
+                    }
                     inv.ids.push(id);
                     inv.hosts.push(h);
                 }

@@ -87,8 +87,8 @@ impl From<WireHost> for Host {
             ip: w.inner_ip,
             ipv6: w.inner_ipv6,
             bk_agent_id: w.bk_agent_id,
-            os_type: w.os_type,
-            nodeman_status: w.status,
+            os_type: w.os_type.into(),
+            nodeman_status: w.status.into(),
         }
     }
 }
