@@ -39,14 +39,14 @@ struct PageRequest {
 /// One page of a NodeMan host list (`{total, list}`).
 #[derive(Deserialize)]
 #[serde(bound = "T: DeserializeOwned")]
-struct Page<T> {
+pub(crate) struct Page<T> {
     total: i64,
     #[serde(default, deserialize_with = "null_as_default")]
     list: Vec<T>,
 }
 
 /// An item of a paged NodeMan host list, identified by its host id.
-pub(super) trait HostRow: DeserializeOwned {
+pub(crate) trait HostRow: DeserializeOwned {
     fn host_id(&self) -> i64;
 }
 
@@ -58,7 +58,7 @@ impl HostRow for WireHost {
 
 /// One `list` item; the many other fields NodeMan sends are skipped.
 #[derive(Deserialize)]
-struct WireHost {
+pub(crate) struct WireHost {
     bk_host_id: i64,
     #[serde(default, deserialize_with = "null_as_default")]
     bk_cloud_id: i64,
@@ -191,6 +191,30 @@ impl NodemanClient {
         }
         all.finish()
     }
+}
+
+/// The items of a listing whose page bodies (pages 1, 2, ... in order) were already
+/// fetched: the same decoding and checks as [`NodemanClient::all_pages`], without HTTP.
+/// For fuzzing.
+pub(crate) fn collect_bodies<T: HostRow>(
+    url: &str,
+    page_size: usize,
+    bodies: &[&[u8]],
+) -> Result<Vec<T>, ApiError> {
+    let endpoint = format!("{} {url}", Upstream::Nodeman);
+    let page_size = page_size.max(1);
+    let decode = |body: &[u8]| crate::sources::bk::envelope::decode::<Page<T>>(&endpoint, body);
+    let Some((first, rest)) = bodies.split_first() else {
+        return Err(inconsistent(url, "no page 1".to_owned()));
+    };
+    let first = decode(first)?;
+    let mut all = Collector::new(url, first.total, page_size)?;
+    let pages = all.expected.div_ceil(page_size).max(1);
+    all.take(1, first)?;
+    for (i, body) in rest.iter().take(pages - 1).enumerate() {
+        all.take(i + 2, decode(body)?)?;
+    }
+    all.finish()
 }
 
 /// The pages of one listing so far, each checked against what page 1 promised.
