@@ -217,6 +217,9 @@ pub(crate) fn collect_bodies<T: HostRow>(
     all.finish()
 }
 
+/// Most hosts room is reserved for up front; a listing with more grows as pages arrive.
+pub(crate) const MAX_RESERVED_HOSTS: usize = 100_000;
+
 /// The pages of one listing so far, each checked against what page 1 promised.
 struct Collector<'a, T> {
     url: &'a str,
@@ -237,8 +240,10 @@ impl<'a, T: HostRow> Collector<'a, T> {
             total,
             expected,
             page_size,
-            items: Vec::with_capacity(expected),
-            seen: HashSet::with_capacity(expected),
+            // `total` is upstream data: reserve for at most a realistic inventory, or
+            // one bad number would ask for gigabytes before the first page is checked.
+            items: Vec::with_capacity(expected.min(MAX_RESERVED_HOSTS)),
+            seen: HashSet::with_capacity(expected.min(MAX_RESERVED_HOSTS)),
         })
     }
 
