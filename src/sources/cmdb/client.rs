@@ -248,6 +248,9 @@ impl CmdbClient {
     }
 }
 
+/// Most hosts room is reserved for up front; a listing with more grows as pages arrive.
+const MAX_RESERVED_HOSTS: usize = 100_000;
+
 /// The pages of one listing so far, each checked against the count of the first
 /// (`limit: 1`) call.
 struct Listing<'a> {
@@ -278,8 +281,10 @@ impl<'a> Listing<'a> {
             count,
             expected,
             page_size: page_size.max(1),
-            hosts: Vec::with_capacity(expected),
-            seen: HashSet::with_capacity(expected),
+            // `count` is upstream data: reserve for at most a realistic inventory, or
+            // one bad number would ask for gigabytes before the first page is checked.
+            hosts: Vec::with_capacity(expected.min(MAX_RESERVED_HOSTS)),
+            seen: HashSet::with_capacity(expected.min(MAX_RESERVED_HOSTS)),
         })
     }
 

@@ -218,7 +218,7 @@ pub(crate) fn collect_bodies<T: HostRow>(
 }
 
 /// Most hosts room is reserved for up front; a listing with more grows as pages arrive.
-pub(crate) const MAX_RESERVED_HOSTS: usize = 100_000;
+const MAX_RESERVED_HOSTS: usize = 100_000;
 
 /// The pages of one listing so far, each checked against what page 1 promised.
 struct Collector<'a, T> {
