@@ -23,9 +23,12 @@ use crate::{
     },
 };
 
+/// A target body: arbitrary bytes in, a panic on a finding.
+pub type Target = fn(&[u8]);
+
 /// Every target by name (the name of its `fuzz/fuzz_targets/<name>.rs` and of its
 /// corpus directory `fuzz/corpus/<name>/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("gse_v2_state", gse_v2_state),
     ("gse_agent_info", gse_agent_info),
     ("gse_v1", gse_v1),
