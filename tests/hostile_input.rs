@@ -1,8 +1,9 @@
 //! Hostile input for every public decoder of outside data: valid seeds, then
 //! deterministic mutations (bit flips, truncations, splices, huge numbers and length
 //! fields). Every decoder must answer Ok or a clear error — never panic, hang or
-//! allocate from a length field. A bounded, seeded stand-in for fuzzing that runs in
-//! every `cargo test`; coverage-guided fuzzing (cargo-fuzz) is still to come.
+//! allocate from a length field. Bounded and seeded, so it runs in every `cargo test`;
+//! the coverage-guided fuzzing is `fuzz/` (`scripts/fuzz.sh`), whose corpora
+//! `tests/fuzz_corpus.rs` replays.
 
 use agentwatch::{
     config::load_str,

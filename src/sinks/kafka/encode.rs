@@ -51,8 +51,42 @@ fn decode<M: Message + Default + serde::de::DeserializeOwned>(
 ) -> Result<M, DecodeError> {
     Ok(match format {
         Format::Protobuf => M::decode(b)?,
-        Format::Json => serde_json::from_slice(b)?,
+        Format::Json => match serde_json::from_slice(b) {
+            Ok(m) => m,
+            Err(e) => decode_json_with_nulls(b).ok_or(e)??,
+        },
     })
+}
+
+/// proto3 JSON reads `null` as the field's default, but pbjson rejects it, while its
+/// own encoder writes a NaN or infinite double (a `cpu_rate` restored from a foreign
+/// protobuf record, say) as `null`: such a record would not decode. Read it again
+/// without its null members; `None` when it holds none (the first error stands).
+fn decode_json_with_nulls<M: serde::de::DeserializeOwned>(
+    b: &[u8],
+) -> Option<Result<M, serde_json::Error>> {
+    let mut value: serde_json::Value = serde_json::from_slice(b).ok()?;
+    strip_nulls(&mut value).then(|| serde_json::from_value(value))
+}
+
+/// Removes every object member whose value is null; true when there was one. The depth
+/// is bounded by serde_json's recursion limit.
+fn strip_nulls(value: &mut serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Object(map) => {
+            let before = map.len();
+            map.retain(|_, v| !v.is_null());
+            let mut stripped = map.len() != before;
+            for v in map.values_mut() {
+                stripped |= strip_nulls(v);
+            }
+            stripped
+        }
+        serde_json::Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |stripped, v| strip_nulls(v) | stripped),
+        _ => false,
+    }
 }
 
 pub fn encode_event(ev: &AgentEvent, format: Format) -> Vec<u8> {
@@ -163,6 +197,30 @@ mod tests {
             let b = encode_event(&event(), f);
             assert_eq!(decode_event(&b, f).expect("decodes"), event());
         }
+    }
+
+    #[test]
+    fn a_nan_rate_written_as_json_null_reads_back_as_zero() {
+        let mut ev = event();
+        if let Some(after) = ev.after.as_mut() {
+            after.info = Some(crate::proto::v1::AgentInfo {
+                cpu_rate: f64::NAN,
+                mem_rate: 40.25,
+                ..Default::default()
+            });
+        }
+        let json = encode_event(&ev, Format::Json);
+        assert!(String::from_utf8_lossy(&json).contains("\"cpu_rate\":null"));
+        let back = decode_event(&json, Format::Json).unwrap();
+        let info = back.after.and_then(|a| a.info).unwrap();
+        assert_eq!((info.cpu_rate, info.mem_rate), (0.0, 40.25));
+    }
+
+    #[test]
+    fn json_that_is_invalid_for_another_reason_keeps_its_first_error() {
+        let err = decode_event(br#"{"seq":"x","ts_ms":null}"#, Format::Json).unwrap_err();
+        assert!(err.to_string().contains("invalid JSON"), "{err}");
+        assert!(decode_event(b"{", Format::Json).is_err());
     }
 
     #[test]

@@ -224,6 +224,56 @@ impl CmdbClient {
     /// number of hosts, or a host id seen twice fails the listing with no result.
     async fn list(&self, scope: &Scope, max_hosts: usize) -> Result<Vec<Host>, ApiError> {
         let probe = self.page(scope, 0, 1).await?;
+        let mut listing = Listing::new(scope, probe, self.page_size, max_hosts)?;
+        let mut pages = stream::iter(listing.starts())
+            .map(|start| async move { (start, self.page(scope, start, self.page_size).await) })
+            .buffered(self.concurrency);
+        // Returning early drops the stream, which cancels the pages still in flight.
+        while let Some((start, page)) = pages.next().await {
+            let page = page.inspect_err(|e| {
+                tracing::debug!(upstream = "cmdb", start, error = %e, "CMDB host page failed");
+            })?;
+            listing.take(start, page)?;
+        }
+        listing.finish()
+    }
+
+    async fn page(&self, scope: &Scope, start: usize, limit: usize) -> Result<Page, ApiError> {
+        let request = ListRequest {
+            bk_supplier_account: &self.supplier_account,
+            bk_biz_id: scope.biz_id,
+            page: PageSpec {
+                start,
+                limit,
+                sort: "bk_host_id",
+            },
+            fields: FIELDS,
+        };
+        self.client.post(&scope.url, &request).await
+    }
+}
+
+/// Most hosts room is reserved for up front; a listing with more grows as pages arrive.
+const MAX_RESERVED_HOSTS: usize = 100_000;
+
+/// The pages of one listing so far, each checked against the count of the first
+/// (`limit: 1`) call.
+struct Listing<'a> {
+    scope: &'a Scope,
+    count: i64,
+    expected: usize,
+    page_size: usize,
+    hosts: Vec<Host>,
+    seen: HashSet<i64>,
+}
+
+impl<'a> Listing<'a> {
+    fn new(
+        scope: &'a Scope,
+        probe: Page,
+        page_size: usize,
+        max_hosts: usize,
+    ) -> Result<Self, ApiError> {
         let count = probe.count;
         let expected = usize::try_from(count)
             .map_err(|_| inconsistent(scope, format!("CMDB reports a negative count {count}")))?;
@@ -246,76 +296,104 @@ impl CmdbClient {
                 ),
             ));
         }
-        let biz_id = scope.biz_id.unwrap_or(0);
-        let mut hosts = Vec::with_capacity(expected);
-        let mut seen = HashSet::with_capacity(expected);
+        Ok(Listing {
+            scope,
+            count,
+            expected,
+            page_size: page_size.max(1),
+            // `count` is upstream data: reserve for at most a realistic inventory, or
+            // one bad number would ask for gigabytes before the first page is checked.
+            hosts: Vec::with_capacity(expected.min(MAX_RESERVED_HOSTS)),
+            seen: HashSet::with_capacity(expected.min(MAX_RESERVED_HOSTS)),
+        })
+    }
 
-        let mut pages = stream::iter((0..expected).step_by(self.page_size))
-            .map(|start| async move { (start, self.page(scope, start, self.page_size).await) })
-            .buffered(self.concurrency);
-        // Returning early drops the stream, which cancels the pages still in flight.
-        while let Some((start, page)) = pages.next().await {
-            let page = page.inspect_err(|e| {
-                tracing::debug!(upstream = "cmdb", start, error = %e, "CMDB host page failed");
-            })?;
-            if page.count != count {
-                return Err(inconsistent(
-                    scope,
-                    format!(
-                        "page at start {start} reports count {}, the first call reported \
-                         {count} (hosts changed while paging)",
-                        page.count
-                    ),
-                ));
-            }
-            let want = (expected - start).min(self.page_size);
-            if page.info.len() != want {
-                return Err(inconsistent(
-                    scope,
-                    format!(
-                        "page at start {start} holds {} hosts, expected {want} (count {count}, \
-                         page size {})",
-                        page.info.len(),
-                        self.page_size
-                    ),
-                ));
-            }
-            for wire in page.info {
-                if !seen.insert(wire.bk_host_id) {
-                    return Err(inconsistent(
-                        scope,
-                        format!(
-                            "host {} appears twice (page at start {start}); hosts changed \
-                             while paging",
-                            wire.bk_host_id
-                        ),
-                    ));
-                }
-                hosts.push(wire.into_host(biz_id));
-            }
-        }
-        if hosts.len() != expected {
+    /// The offsets of the pages to fetch.
+    fn starts(&self) -> impl Iterator<Item = usize> {
+        (0..self.expected).step_by(self.page_size)
+    }
+
+    /// Checks the page at offset `start` and appends its hosts.
+    fn take(&mut self, start: usize, page: Page) -> Result<(), ApiError> {
+        let (scope, count) = (self.scope, self.count);
+        if page.count != count {
             return Err(inconsistent(
                 scope,
-                format!("received {} hosts, count is {count}", hosts.len()),
+                format!(
+                    "page at start {start} reports count {}, the first call reported \
+                     {count} (hosts changed while paging)",
+                    page.count
+                ),
             ));
         }
-        Ok(hosts)
+        let want = self.expected.saturating_sub(start).min(self.page_size);
+        if page.info.len() != want {
+            return Err(inconsistent(
+                scope,
+                format!(
+                    "page at start {start} holds {} hosts, expected {want} (count {count}, \
+                     page size {})",
+                    page.info.len(),
+                    self.page_size
+                ),
+            ));
+        }
+        let biz_id = scope.biz_id.unwrap_or(0);
+        for wire in page.info {
+            if !self.seen.insert(wire.bk_host_id) {
+                return Err(inconsistent(
+                    scope,
+                    format!(
+                        "host {} appears twice (page at start {start}); hosts changed \
+                         while paging",
+                        wire.bk_host_id
+                    ),
+                ));
+            }
+            self.hosts.push(wire.into_host(biz_id));
+        }
+        Ok(())
     }
 
-    async fn page(&self, scope: &Scope, start: usize, limit: usize) -> Result<Page, ApiError> {
-        let request = ListRequest {
-            bk_supplier_account: &self.supplier_account,
-            bk_biz_id: scope.biz_id,
-            page: PageSpec {
-                start,
-                limit,
-                sort: "bk_host_id",
-            },
-            fields: FIELDS,
-        };
-        self.client.post(&scope.url, &request).await
+    fn finish(self) -> Result<Vec<Host>, ApiError> {
+        if self.hosts.len() != self.expected {
+            return Err(inconsistent(
+                self.scope,
+                format!(
+                    "received {} hosts, count is {}",
+                    self.hosts.len(),
+                    self.count
+                ),
+            ));
+        }
+        Ok(self.hosts)
     }
+}
+
+/// The hosts of a `list_hosts_without_biz` listing whose bodies (the `limit: 1` call,
+/// then the pages in order) were already fetched: the same decoding and checks as
+/// [`CmdbClient::list_hosts`], without HTTP. For fuzzing.
+pub(crate) fn collect_bodies(
+    url: &str,
+    page_size: usize,
+    bodies: &[&[u8]],
+) -> Result<Vec<Host>, ApiError> {
+    let scope = Scope {
+        url: url.to_owned(),
+        biz_id: None,
+    };
+    let endpoint = format!("{} {url}", Upstream::Cmdb);
+    let decode = |body: &[u8]| crate::sources::bk::envelope::decode::<Page>(&endpoint, body);
+    let Some((probe, pages)) = bodies.split_first() else {
+        return Err(inconsistent(&scope, "no count call".to_owned()));
+    };
+    let max_hosts = crate::sources::DEFAULT_MAX_HOSTS;
+    let mut listing = Listing::new(&scope, decode(probe)?, page_size, max_hosts)?;
+    let starts: Vec<usize> = listing.starts().take(pages.len()).collect();
+    for (start, body) in starts.into_iter().zip(pages) {
+        listing.take(start, decode(body)?)?;
+    }
+    listing.finish()
 }
 
 fn inconsistent(scope: &Scope, detail: String) -> ApiError {

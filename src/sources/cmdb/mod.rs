@@ -3,5 +3,6 @@
 mod client;
 mod config;
 
+pub(crate) use client::collect_bodies;
 pub use client::CmdbClient;
 pub use config::CmdbConfig;

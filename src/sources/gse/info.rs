@@ -82,25 +82,11 @@ impl GseClient {
         }
         let url = format!("{}cluster/list_agent_info", self.base_url);
         let request = Request { agent_id_list: ids };
-        let items = match self
+        let answer = self
             .client
             .post::<_, Option<Vec<WireInfo>>>(&url, &request)
-            .await
-        {
-            Ok(items) => items.unwrap_or_default(),
-            Err(ApiError::Business {
-                code: CODE_NONE_FOUND,
-                ..
-            }) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let total = items.len();
-        let infos: Vec<GseAgentInfo> = items
-            .into_iter()
-            .filter(|w| w.code == 0)
-            .map(GseAgentInfo::from)
-            .collect();
-        let skipped = total - infos.len();
+            .await;
+        let (infos, skipped) = interpret(answer)?;
         if skipped > 0 {
             tracing::debug!(
                 upstream = "gse",
@@ -111,6 +97,41 @@ impl GseClient {
         }
         Ok(infos)
     }
+}
+
+/// Decodes a complete `list_agent_info` response body (envelope included) the way
+/// [`GseClient::list_agent_info`] does: the details and how many items were skipped for
+/// a per-agent error. For fuzzing.
+pub(crate) fn decode_list_agent_info(body: &[u8]) -> Result<(Vec<GseAgentInfo>, usize), ApiError> {
+    interpret(
+        crate::sources::bk::envelope::decode::<Option<Vec<WireInfo>>>(
+            "gse cluster/list_agent_info",
+            body,
+        ),
+    )
+}
+
+/// The details of the items answered with `code == 0`, and how many were not; business
+/// code 1011003 means no agent has details.
+fn interpret(
+    answer: Result<Option<Vec<WireInfo>>, ApiError>,
+) -> Result<(Vec<GseAgentInfo>, usize), ApiError> {
+    let items = match answer {
+        Ok(items) => items.unwrap_or_default(),
+        Err(ApiError::Business {
+            code: CODE_NONE_FOUND,
+            ..
+        }) => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(e),
+    };
+    let total = items.len();
+    let infos: Vec<GseAgentInfo> = items
+        .into_iter()
+        .filter(|w| w.code == 0)
+        .map(GseAgentInfo::from)
+        .collect();
+    let skipped = total - infos.len();
+    Ok((infos, skipped))
 }
 
 #[cfg(test)]

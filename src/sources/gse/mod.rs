@@ -8,8 +8,10 @@ mod v1;
 mod v2;
 
 pub use config::{default_status_names, GseApi, GseConfig};
+pub(crate) use info::decode_list_agent_info;
 pub use info::GseAgentInfo;
 pub use status::StatusSource;
+pub(crate) use v1::{infos_from_data, statuses_from_data};
 pub use v1::{GseV1Client, V1Info, V1Status};
 pub use v2::{decode_list_agent_state, GseClient};
 

@@ -151,63 +151,29 @@ impl GseV1Client {
         &self,
         hosts: &[(i64, String)],
     ) -> Result<Vec<V1Status>, ApiError> {
-        let entries = self.keyed::<WireStatus>(&self.status_url, hosts).await?;
-        entries
-            .into_iter()
-            .map(
-                |(key, cloud_id, ip, w)| match i32::try_from(w.bk_agent_alive) {
-                    Ok(alive @ (0 | 1)) => Ok(V1Status {
-                        cloud_id,
-                        ip,
-                        alive,
-                    }),
-                    _ => Err(self.decode_error(
-                        &self.status_url,
-                        format!(
-                            "data[{key:?}].bk_agent_alive: expected 0 or 1, got {}",
-                            w.bk_agent_alive
-                        ),
-                    )),
-                },
-            )
-            .collect()
+        match self.post_hosts(&self.status_url, hosts).await? {
+            Some(data) => statuses_from_data(&endpoint(&self.status_url), data),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Details of one batch of hosts (not realtime: up to a minute behind). Same keying,
     /// absence and error rules as [`get_agent_status`](Self::get_agent_status).
     pub async fn get_agent_info(&self, hosts: &[(i64, String)]) -> Result<Vec<V1Info>, ApiError> {
-        let entries = self.keyed::<WireInfo>(&self.info_url, hosts).await?;
-        entries
-            .into_iter()
-            .map(|(key, cloud_id, ip, w)| {
-                let parent_port = match &w.parent_port {
-                    None => 0,
-                    Some(p) => p.get().and_then(|p| i32::try_from(p).ok()).ok_or_else(|| {
-                        self.decode_error(
-                            &self.info_url,
-                            format!("data[{key:?}].parent_port: not a port number"),
-                        )
-                    })?,
-                };
-                Ok(V1Info {
-                    cloud_id,
-                    ip,
-                    version: w.version,
-                    parent_ip: w.parent_ip,
-                    parent_port,
-                })
-            })
-            .collect()
+        match self.post_hosts(&self.info_url, hosts).await? {
+            Some(data) => infos_from_data(&endpoint(&self.info_url), data),
+            None => Ok(Vec::new()),
+        }
     }
 
-    /// Posts the batch and returns `(key, cloud, ip, value)` per `data` entry.
-    async fn keyed<W: Keyed>(
+    /// Posts the batch and returns its `data`; `None` (no call) for no hosts.
+    async fn post_hosts(
         &self,
         url: &str,
         hosts: &[(i64, String)],
-    ) -> Result<Vec<(String, i64, String, W)>, ApiError> {
+    ) -> Result<Option<Value>, ApiError> {
         if hosts.is_empty() {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let request = Request {
             bk_supplier_account: &self.supplier_account,
@@ -220,36 +186,94 @@ impl GseV1Client {
                 })
                 .collect(),
         };
-        // Decoded in two steps so that a bad entry is reported by its key.
-        let data: Value = self.client.post(url, &request).await?;
-        let map = match data {
-            Value::Object(map) => map,
-            // Nothing known; some ESB components encode an empty object as `[]`.
-            Value::Null => return Ok(Vec::new()),
-            Value::Array(a) if a.is_empty() => return Ok(Vec::new()),
-            other => {
-                return Err(self.decode_error(
-                    url,
-                    format!("data: expected an object keyed \"cloud:ip\", got {other}"),
-                ))
-            }
-        };
-        map.into_iter()
-            .map(|(key, value)| {
-                let w = W::deserialize(value)
-                    .map_err(|e| self.decode_error(url, format!("data[{key:?}]: {e}")))?;
-                let (cloud_id, ip) = resolve(&key, &w)
-                    .map_err(|why| self.decode_error(url, format!("data[{key:?}]: {why}")))?;
-                Ok((key, cloud_id, ip, w))
-            })
-            .collect()
+        self.client.post(url, &request).await.map(Some)
     }
+}
 
-    fn decode_error(&self, url: &str, detail: String) -> ApiError {
-        ApiError::Decode {
-            endpoint: format!("{} {url}", Upstream::Gse),
-            detail,
+/// How errors name a v1 endpoint: upstream and URL.
+fn endpoint(url: &str) -> String {
+    format!("{} {url}", Upstream::Gse)
+}
+
+/// One [`V1Status`] per entry of a decoded `get_agent_status/` `data` (pure; see
+/// [`GseV1Client::get_agent_status`] for the rules).
+pub(crate) fn statuses_from_data(endpoint: &str, data: Value) -> Result<Vec<V1Status>, ApiError> {
+    keyed::<WireStatus>(endpoint, data)?
+        .into_iter()
+        .map(
+            |(key, cloud_id, ip, w)| match i32::try_from(w.bk_agent_alive) {
+                Ok(alive @ (0 | 1)) => Ok(V1Status {
+                    cloud_id,
+                    ip,
+                    alive,
+                }),
+                _ => Err(decode_error(
+                    endpoint,
+                    format!(
+                        "data[{key:?}].bk_agent_alive: expected 0 or 1, got {}",
+                        w.bk_agent_alive
+                    ),
+                )),
+            },
+        )
+        .collect()
+}
+
+/// One [`V1Info`] per entry of a decoded `get_agent_info/` `data` (pure).
+pub(crate) fn infos_from_data(endpoint: &str, data: Value) -> Result<Vec<V1Info>, ApiError> {
+    keyed::<WireInfo>(endpoint, data)?
+        .into_iter()
+        .map(|(key, cloud_id, ip, w)| {
+            let parent_port = match &w.parent_port {
+                None => 0,
+                Some(p) => p.get().and_then(|p| i32::try_from(p).ok()).ok_or_else(|| {
+                    decode_error(
+                        endpoint,
+                        format!("data[{key:?}].parent_port: not a port number"),
+                    )
+                })?,
+            };
+            Ok(V1Info {
+                cloud_id,
+                ip,
+                version: w.version,
+                parent_ip: w.parent_ip,
+                parent_port,
+            })
+        })
+        .collect()
+}
+
+/// `(key, cloud, ip, value)` per entry of `data`, decoded in two steps so that a bad
+/// entry is reported by its key.
+fn keyed<W: Keyed>(endpoint: &str, data: Value) -> Result<Vec<(String, i64, String, W)>, ApiError> {
+    let map = match data {
+        Value::Object(map) => map,
+        // Nothing known; some ESB components encode an empty object as `[]`.
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(a) if a.is_empty() => return Ok(Vec::new()),
+        other => {
+            return Err(decode_error(
+                endpoint,
+                format!("data: expected an object keyed \"cloud:ip\", got {other}"),
+            ))
         }
+    };
+    map.into_iter()
+        .map(|(key, value)| {
+            let w = W::deserialize(value)
+                .map_err(|e| decode_error(endpoint, format!("data[{key:?}]: {e}")))?;
+            let (cloud_id, ip) = resolve(&key, &w)
+                .map_err(|why| decode_error(endpoint, format!("data[{key:?}]: {why}")))?;
+            Ok((key, cloud_id, ip, w))
+        })
+        .collect()
+}
+
+fn decode_error(endpoint: &str, detail: String) -> ApiError {
+    ApiError::Decode {
+        endpoint: endpoint.to_owned(),
+        detail,
     }
 }
 

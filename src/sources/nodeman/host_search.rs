@@ -41,14 +41,14 @@ struct PageRequest {
 /// One page of a NodeMan host list (`{total, list}`).
 #[derive(Deserialize)]
 #[serde(bound = "T: DeserializeOwned")]
-struct Page<T> {
+pub(crate) struct Page<T> {
     total: i64,
     #[serde(default, deserialize_with = "null_as_default")]
     list: Vec<T>,
 }
 
 /// An item of a paged NodeMan host list, identified by its host id.
-pub(super) trait HostRow: DeserializeOwned {
+pub(crate) trait HostRow: DeserializeOwned {
     fn host_id(&self) -> i64;
 }
 
@@ -60,7 +60,7 @@ impl HostRow for WireHost {
 
 /// One `list` item; the many other fields NodeMan sends are skipped.
 #[derive(Deserialize)]
-struct WireHost {
+pub(crate) struct WireHost {
     bk_host_id: i64,
     #[serde(default, deserialize_with = "null_as_default")]
     bk_cloud_id: i64,
@@ -196,6 +196,34 @@ impl NodemanClient {
     }
 }
 
+/// The items of a listing whose page bodies (pages 1, 2, ... in order) were already
+/// fetched: the same decoding and checks as [`NodemanClient::all_pages`], without HTTP.
+/// For fuzzing.
+pub(crate) fn collect_bodies<T: HostRow>(
+    url: &str,
+    page_size: usize,
+    bodies: &[&[u8]],
+) -> Result<Vec<T>, ApiError> {
+    let endpoint = format!("{} {url}", Upstream::Nodeman);
+    let page_size = page_size.max(1);
+    let decode = |body: &[u8]| crate::sources::bk::envelope::decode::<Page<T>>(&endpoint, body);
+    let Some((first, rest)) = bodies.split_first() else {
+        return Err(inconsistent(url, "no page 1".to_owned()));
+    };
+    let first = decode(first)?;
+    let max_hosts = crate::sources::DEFAULT_MAX_HOSTS;
+    let mut all = Collector::new(url, first.total, page_size, max_hosts)?;
+    let pages = all.expected.div_ceil(page_size).max(1);
+    all.take(1, first)?;
+    for (i, body) in rest.iter().take(pages - 1).enumerate() {
+        all.take(i + 2, decode(body)?)?;
+    }
+    all.finish()
+}
+
+/// Most hosts room is reserved for up front; a listing with more grows as pages arrive.
+const MAX_RESERVED_HOSTS: usize = 100_000;
+
 /// The pages of one listing so far, each checked against what page 1 promised.
 struct Collector<'a, T> {
     url: &'a str,
@@ -226,8 +254,10 @@ impl<'a, T: HostRow> Collector<'a, T> {
             total,
             expected,
             page_size,
-            items: Vec::with_capacity(expected),
-            seen: HashSet::with_capacity(expected),
+            // `total` is upstream data: reserve for at most a realistic inventory, or
+            // one bad number would ask for gigabytes before the first page is checked.
+            items: Vec::with_capacity(expected.min(MAX_RESERVED_HOSTS)),
+            seen: HashSet::with_capacity(expected.min(MAX_RESERVED_HOSTS)),
         })
     }
 

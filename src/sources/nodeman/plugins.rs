@@ -37,7 +37,7 @@ struct PageRequest {
 
 /// One `list` item: host fields (skipped, except the id) plus `plugin_status`.
 #[derive(Deserialize)]
-struct WireHostPlugins {
+pub(crate) struct WireHostPlugins {
     bk_host_id: i64,
     #[serde(default, deserialize_with = "null_as_default")]
     plugin_status: Vec<WirePlugin>,
@@ -50,7 +50,7 @@ impl HostRow for WireHostPlugins {
 }
 
 #[derive(Deserialize)]
-struct WirePlugin {
+pub(crate) struct WirePlugin {
     name: String,
     #[serde(default, deserialize_with = "null_as_default")]
     status: String,
@@ -71,24 +71,29 @@ impl NodemanClient {
                 detail: true,
             })
             .await?;
-        let wanted = |name: &str| names.is_empty() || names.iter().any(|n| n == name);
-        Ok(hosts
-            .into_iter()
-            .map(|h| HostPlugins {
-                host_id: h.bk_host_id,
-                plugins: h
-                    .plugin_status
-                    .into_iter()
-                    .filter(|p| wanted(&p.name))
-                    .map(|p| Plugin {
-                        name: p.name,
-                        status: p.status,
-                        version: p.version,
-                    })
-                    .collect(),
-            })
-            .collect())
+        Ok(select_plugins(hosts, names))
     }
+}
+
+/// Each host with the plugins named in `names` (empty = all).
+pub(crate) fn select_plugins(hosts: Vec<WireHostPlugins>, names: &[String]) -> Vec<HostPlugins> {
+    let wanted = |name: &str| names.is_empty() || names.iter().any(|n| n == name);
+    hosts
+        .into_iter()
+        .map(|h| HostPlugins {
+            host_id: h.bk_host_id,
+            plugins: h
+                .plugin_status
+                .into_iter()
+                .filter(|p| wanted(&p.name))
+                .map(|p| Plugin {
+                    name: p.name,
+                    status: p.status,
+                    version: p.version,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
