@@ -30,6 +30,8 @@
 //! - [`cli`]: `agentwatch gse ...` (GSE data-link admin, direct status queries),
 //!   `agentwatch tail`.
 //! - [`shard`]: which agents this replica owns when several split the work.
+//! - [`tasks`]: per-task health (`agentwatch_task_up`) and what a dead task does to
+//!   readiness.
 //! - [`app`]: wiring of `agentwatch run`; [`demo`]: the zero-setup demo;
 //!   [`benchmark`]: `agentwatch bench`.
 #![forbid(unsafe_code)]
@@ -49,3 +51,4 @@ pub mod sinks;
 pub mod slot;
 pub mod snapshot;
 pub mod sources;
+pub mod tasks;
