@@ -33,7 +33,7 @@
 //! - [`tasks`]: per-task health (`agentwatch_task_up`) and what a dead task does to
 //!   readiness.
 //! - [`app`]: wiring of `agentwatch run`; [`demo`]: the zero-setup demo;
-//!   [`benchmark`]: `agentwatch bench`.
+//!   [`benchmark`]: `agentwatch bench`; [`soak`]: `agentwatch soak`, the long-run test.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -50,5 +50,6 @@ pub mod sim;
 pub mod sinks;
 pub mod slot;
 pub mod snapshot;
+pub mod soak;
 pub mod sources;
 pub mod tasks;

@@ -1,0 +1,1018 @@
+//! `agentwatch soak`: the long-run test (opt-in, never in CI).
+//!
+//! Three processes besides this one: the simulator (`agentwatch simulate`) with transport
+//! faults, a tansu broker restarted every `--restart-every` (see [`broker`]), and the
+//! service (`agentwatch run`) whose RSS and `/metrics` are watched. This process churns
+//! the simulator after every sweep (status flaps, version changes, hosts added and
+//! removed) and folds the events topic with its own consumer. At the end the churn and
+//! the faults stop, the service settles, and the run passes only if
+//! - the fold equals the simulator's truth (every agent's status code and version, no
+//!   removed agent left, no added agent missing): no change was lost;
+//! - no agent's `seq` skipped (re-delivered event ids are reported, not failed: the
+//!   stream is at-least-once by contract);
+//! - every task is still up and none exited with an error or panic;
+//! - RSS at the end is within `--rss-growth` of RSS after the initial snapshot;
+//! - the service then stops cleanly on SIGTERM.
+
+pub mod broker;
+pub mod consumer;
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt as _;
+use rand::{rngs::SmallRng, seq::IndexedRandom as _, Rng as _, SeedableRng as _};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::config::Config;
+use broker::{free_port, signal, start_err, Broker, Outage};
+use consumer::FoldingConsumer;
+
+const SECRET: &str = "soak-secret";
+
+/// `agentwatch soak` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SoakArgs {
+    /// How long to churn, fault and restart (the settle phase comes after).
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    #[arg(long, default_value_t = 100_000)]
+    pub agents: usize,
+    /// Fraction of upstream polling requests answered with a transport fault (5xx, 429,
+    /// timeout, malformed or truncated body, `result: false`; never GSE 1011003).
+    #[arg(long, default_value_t = 0.1)]
+    pub fault_rate: f64,
+    /// Fraction of agents changed after each sweep: 70% status flaps, 20% version
+    /// changes, 5% hosts added, 5% removed.
+    #[arg(long, default_value_t = 0.01)]
+    pub churn: f64,
+    /// Broker outage period.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub restart_every: Duration,
+    /// How long the broker stays down in each outage.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub outage_length: Duration,
+    /// `restart` (tansu on S3, needs `python3 -m moto.server`) or `pause` (SIGSTOP).
+    #[arg(long, value_enum, default_value = "restart")]
+    pub outage: Outage,
+    /// The service's `poll.interval` (and inventory interval).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// RSS sample period (default: the restart period).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub sample_every: Option<Duration>,
+    /// Largest allowed RSS growth from the start sample to the end, as a fraction.
+    #[arg(long, default_value_t = 0.25)]
+    pub rss_growth: f64,
+    /// How long the service may take to converge after churn and faults stop.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub settle_timeout: Duration,
+    /// tansu binary.
+    #[arg(long, env = "TANSU_BIN")]
+    pub tansu: PathBuf,
+    /// Working directory (config, logs); default a new one under the temp dir.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SoakError {
+    #[error("cannot start {what}: {detail}")]
+    Start { what: &'static str, detail: String },
+    #[error("{what} failed: {detail}")]
+    Io { what: &'static str, detail: String },
+    #[error("soak failed: {0}")]
+    Failed(String),
+}
+
+/// One agent of `GET /_sim/agents`, the fields the soak compares.
+#[derive(Debug, Deserialize)]
+struct TruthAgent {
+    agent_id: String,
+    status_code: i32,
+    version: String,
+    in_gse: bool,
+}
+
+/// Everything printed in the final table.
+#[derive(Debug, Default)]
+struct Report {
+    broker: String,
+    sweeps: HashMap<&'static str, f64>,
+    events_acked: f64,
+    faults_injected: u64,
+    upstream_failures: f64,
+    churned: Churned,
+    restarts: u32,
+    rss_start: u64,
+    rss_end: u64,
+    rss_peak: u64,
+    samples: Vec<(Duration, u64)>,
+    fold: FoldSummary,
+    mismatches: Vec<String>,
+    settle: Option<Duration>,
+    tasks: Vec<(String, f64)>,
+    task_failures: f64,
+    clean_exit: Option<bool>,
+    /// Distinct events and fold mismatches of the from-the-beginning re-read.
+    reread: (usize, usize),
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Churned {
+    rounds: u64,
+    flapped: u64,
+    versions: u64,
+    added: u64,
+    removed: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct FoldSummary {
+    records: u64,
+    distinct: usize,
+    agents: usize,
+    duplicates: u64,
+    seq_gaps: u64,
+    out_of_order: u64,
+    undecodable: u64,
+    errors: u64,
+}
+
+pub async fn run(args: SoakArgs) -> Result<(), SoakError> {
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!(
+            "agentwatch-soak-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        )),
+    };
+    std::fs::create_dir_all(&dir).map_err(start_err("the working directory"))?;
+    say(format!("working directory {}", dir.display()));
+    let exe = std::env::current_exe().map_err(start_err("agentwatch (current exe)"))?;
+
+    let sim_port = free_port()?;
+    // The simulator's own flapper is off (24h): the soak flaps once per sweep itself, with
+    // the flap rate set to the status share of the churn.
+    let flap_rate = args.churn * 0.7;
+    let sim = ChildGuard(
+        Command::new(&exe)
+            .args(["simulate", "--listen", &format!("127.0.0.1:{sim_port}")])
+            .args(["--agents", &args.agents.to_string()])
+            .args(["--seed", &args.seed.to_string()])
+            .args([
+                "--flap-rate",
+                &flap_rate.to_string(),
+                "--flap-interval",
+                "24h",
+            ])
+            .args(["--app-secret", SECRET])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("sim.log")).map_err(start_err("sim log"))?,
+            ))
+            .spawn()
+            .map_err(start_err("the simulator"))?,
+    );
+    let ctl = Control {
+        base: format!("http://127.0.0.1:{sim_port}"),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| SoakError::Start {
+                what: "HTTP client",
+                detail: e.to_string(),
+            })?,
+    };
+    ctl.wait_up().await?;
+    // Timeouts answer after 6 s, beyond the service's 3 s GSE / NodeMan timeout.
+    ctl.put(
+        "/_sim/faults",
+        serde_json::json!({"rate": args.fault_rate, "slow_delay": "6s"}),
+    )
+    .await?;
+
+    let mut broker = Broker::start(&args.tansu, args.outage, &dir).await?;
+    let mut report = Report {
+        broker: broker.kind().to_owned(),
+        ..Report::default()
+    };
+    let cfg = service_config(&args, sim_port, &broker.brokers())?;
+    let mut service = Service::spawn(&exe, &cfg, &dir)?;
+    let consumer =
+        FoldingConsumer::start(&broker.brokers(), &cfg.kafka.events_topic).map_err(|e| {
+            SoakError::Start {
+                what: "the consumer",
+                detail: e.to_string(),
+            }
+        })?;
+
+    // Start: ready, and the initial snapshot acknowledged.
+    let t0 = Instant::now();
+    service
+        .wait_for(
+            &ctl,
+            Duration::from_secs(900),
+            "the initial snapshot",
+            |m| {
+                metric(m, "agentwatch_ready") == 1.0
+                    && metric(m, "agentwatch_pending_changes") == 0.0
+            },
+        )
+        .await?;
+    report.rss_start = service.rss()?;
+    say(format!(
+        "initial snapshot acknowledged after {:.1}s; RSS {}",
+        t0.elapsed().as_secs_f64(),
+        mib(report.rss_start)
+    ));
+
+    let mut ids: Vec<String> = ctl.truth().await?.into_iter().map(|a| a.agent_id).collect();
+    let mut rng = SmallRng::seed_from_u64(args.seed);
+    let sample_every = args.sample_every.unwrap_or(args.restart_every);
+    let start = Instant::now();
+    let mut next_sample = start + sample_every;
+    let mut next_outage = start + args.restart_every;
+    let mut last_sweeps = sweeps(&service.metrics().await.unwrap_or_default());
+    report.samples.push((Duration::ZERO, report.rss_start));
+    while start.elapsed() < args.duration {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        service.check_alive()?;
+        let now = Instant::now();
+        if now >= next_outage {
+            say(format!(
+                "broker outage {} ({:?})",
+                report.restarts + 1,
+                args.outage
+            ));
+            broker.outage(args.outage_length).await?;
+            report.restarts += 1;
+            next_outage += args.restart_every;
+        }
+        if now >= next_sample {
+            let rss = service.rss()?;
+            report.samples.push((start.elapsed(), rss));
+            say(format!(
+                "t={:>5.0}s RSS {} events folded {}",
+                start.elapsed().as_secs_f64(),
+                mib(rss),
+                consumer.with(|f| f.distinct_events())
+            ));
+            next_sample += sample_every;
+        }
+        // Churn once per completed sweep.
+        let Some(m) = service.metrics().await else {
+            continue;
+        };
+        let s = sweeps(&m);
+        if s > last_sweeps {
+            last_sweeps = s;
+            let c = churn(&ctl, &mut ids, &mut rng, args.churn).await?;
+            report.churned.rounds += 1;
+            report.churned.flapped += c.flapped;
+            report.churned.versions += c.versions;
+            report.churned.added += c.added;
+            report.churned.removed += c.removed;
+        }
+    }
+    report.rss_end = service.rss()?;
+    report.rss_peak = service.rss_peak();
+    report.samples.push((start.elapsed(), report.rss_end));
+    say(format!(
+        "churn and faults stop after {:.0}s; settling",
+        start.elapsed().as_secs_f64()
+    ));
+
+    // Settle: no more faults or changes; the truth is now fixed.
+    ctl.put("/_sim/faults", serde_json::json!({"rate": 0.0}))
+        .await?;
+    let truth = ctl.truth().await?;
+    let settle_start = Instant::now();
+    loop {
+        service.check_alive()?;
+        let mismatches = consumer.with(|f| compare(&truth, &f.agents));
+        let pending = service
+            .metrics()
+            .await
+            .map(|m| metric(&m, "agentwatch_pending_changes"));
+        if mismatches.is_empty() && pending == Some(0.0) {
+            report.settle = Some(settle_start.elapsed());
+            break;
+        }
+        if settle_start.elapsed() > args.settle_timeout {
+            report.mismatches = mismatches;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    let m = service.metrics().await.unwrap_or_default();
+    for r in ["success", "partial", "failed"] {
+        report.sweeps.insert(
+            r,
+            metric(&m, &format!("agentwatch_sweeps_total{{result=\"{r}\"}}")),
+        );
+    }
+    report.events_acked = metric(&m, "agentwatch_events_total");
+    // Labels render sorted by name: `outcome` comes before `upstream`.
+    report.upstream_failures = metric(&m, "agentwatch_upstream_requests_total")
+        - metric(&m, "agentwatch_upstream_requests_total{outcome=\"ok\"");
+    report.tasks = m
+        .lines()
+        .filter(|l| l.starts_with("agentwatch_task_up{"))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            let task = name.split('"').nth(1)?.to_owned();
+            Some((task, value.parse().ok()?))
+        })
+        .collect();
+    report.task_failures = metric(&m, "agentwatch_task_exits_total{reason=\"error\"")
+        + metric(&m, "agentwatch_task_exits_total{reason=\"panic\"");
+    report.faults_injected = ctl.faults_injected().await.unwrap_or(0);
+    report.fold = consumer.with(|f| FoldSummary {
+        records: f.records,
+        distinct: f.distinct_events(),
+        agents: f.agents.values().filter(|a| a.state.is_some()).count(),
+        duplicates: f.duplicates,
+        seq_gaps: f.seq_gaps,
+        out_of_order: f.out_of_order,
+        undecodable: f.undecodable,
+        errors: f.errors,
+    });
+    report.clean_exit = Some(service.stop().await);
+    drop(consumer);
+    // A second consumer reads the topic from the beginning: after every restart the
+    // broker must still hold each acknowledged event (a broker that lost its log would
+    // go unnoticed by the live consumer, which was already past it).
+    let reread =
+        FoldingConsumer::start(&broker.brokers(), &cfg.kafka.events_topic).map_err(|e| {
+            SoakError::Start {
+                what: "the re-reading consumer",
+                detail: e.to_string(),
+            }
+        })?;
+    let reread_start = Instant::now();
+    let want = report.fold.distinct;
+    while reread.with(|f| f.distinct_events()) < want
+        && reread_start.elapsed() < Duration::from_secs(300)
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Anything still arriving (re-deliveries) gets a moment too.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    report.reread = reread.with(|f| (f.distinct_events(), compare(&truth, &f.agents).len()));
+    drop(reread);
+    drop(broker);
+    drop(sim);
+
+    let failures = failures(&report, &args);
+    print_report(&report, &args, &failures);
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(SoakError::Failed(failures.join("; ")))
+    }
+}
+
+fn failures(r: &Report, args: &SoakArgs) -> Vec<String> {
+    let mut out = Vec::new();
+    if !r.mismatches.is_empty() {
+        out.push(format!(
+            "{} agents differ between the consumer's fold and the simulator (first: {})",
+            r.mismatches.len(),
+            r.mismatches[0]
+        ));
+    }
+    if r.reread.0 < r.fold.distinct || r.reread.1 > 0 {
+        out.push(format!(
+            "re-reading the topic from the beginning found {} of {} events, {} agents differ",
+            r.reread.0, r.fold.distinct, r.reread.1
+        ));
+    }
+    if r.fold.seq_gaps > 0 {
+        out.push(format!("{} seq gaps (lost events)", r.fold.seq_gaps));
+    }
+    if r.fold.undecodable > 0 {
+        out.push(format!("{} undecodable events", r.fold.undecodable));
+    }
+    if r.tasks.is_empty() || r.tasks.iter().any(|(_, v)| *v != 1.0) {
+        out.push(format!("tasks not all up at the end: {:?}", r.tasks));
+    }
+    if r.task_failures > 0.0 {
+        out.push(format!(
+            "{} task exits with error or panic",
+            r.task_failures
+        ));
+    }
+    let limit = r.rss_start as f64 * (1.0 + args.rss_growth);
+    if r.rss_end as f64 > limit {
+        out.push(format!(
+            "RSS grew from {} to {} (limit +{:.0}%)",
+            mib(r.rss_start),
+            mib(r.rss_end),
+            args.rss_growth * 100.0
+        ));
+    }
+    if r.clean_exit != Some(true) {
+        out.push("the service did not stop cleanly on SIGTERM".into());
+    }
+    out
+}
+
+fn print_report(r: &Report, args: &SoakArgs, failures: &[String]) {
+    let mut t = String::new();
+    let row = |t: &mut String, k: &str, v: String| {
+        let _ = writeln!(t, "  {k:<28} {v}");
+    };
+    let _ = writeln!(t, "\nsoak report");
+    row(
+        &mut t,
+        "duration",
+        humantime::format_duration(args.duration).to_string(),
+    );
+    row(&mut t, "agents", args.agents.to_string());
+    row(&mut t, "broker", r.broker.clone());
+    row(
+        &mut t,
+        "broker outages",
+        format!(
+            "{} (every {}, {} each)",
+            r.restarts,
+            humantime::format_duration(args.restart_every),
+            humantime::format_duration(args.outage_length)
+        ),
+    );
+    row(
+        &mut t,
+        "sweeps",
+        format!(
+            "{} success, {} partial, {} failed",
+            r.sweeps.get("success").copied().unwrap_or(0.0),
+            r.sweeps.get("partial").copied().unwrap_or(0.0),
+            r.sweeps.get("failed").copied().unwrap_or(0.0)
+        ),
+    );
+    row(
+        &mut t,
+        "upstream faults",
+        format!(
+            "{} injected (rate {}), {} failed calls seen",
+            r.faults_injected, args.fault_rate, r.upstream_failures
+        ),
+    );
+    let c = r.churned;
+    row(
+        &mut t,
+        "churn",
+        format!(
+            "{} rounds: {} flaps, {} versions, {} added, {} removed",
+            c.rounds, c.flapped, c.versions, c.added, c.removed
+        ),
+    );
+    row(&mut t, "events acknowledged", r.events_acked.to_string());
+    let f = r.fold;
+    row(
+        &mut t,
+        "consumer",
+        format!(
+            "{} records, {} distinct ids, {} re-delivered, {} seq gaps, {} out of order, {} errors",
+            f.records, f.distinct, f.duplicates, f.seq_gaps, f.out_of_order, f.errors
+        ),
+    );
+    row(
+        &mut t,
+        "fold vs simulator",
+        match (&r.settle, r.mismatches.len()) {
+            (Some(d), _) => format!(
+                "{} agents, all equal (settled in {:.1}s)",
+                f.agents,
+                d.as_secs_f64()
+            ),
+            (None, n) => format!("{n} agents differ after {:?}", args.settle_timeout),
+        },
+    );
+    row(
+        &mut t,
+        "re-read from the beginning",
+        format!(
+            "{} distinct events, {} agents differ from the simulator",
+            r.reread.0, r.reread.1
+        ),
+    );
+    row(
+        &mut t,
+        "RSS start / end / peak",
+        format!(
+            "{} / {} / {}",
+            mib(r.rss_start),
+            mib(r.rss_end),
+            mib(r.rss_peak)
+        ),
+    );
+    let samples: Vec<String> = r
+        .samples
+        .iter()
+        .map(|(at, rss)| format!("{:.1}m:{}", at.as_secs_f64() / 60.0, mib(*rss)))
+        .collect();
+    row(&mut t, "RSS samples", samples.join(" "));
+    let tasks: Vec<String> = r.tasks.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    row(&mut t, "task_up at end", tasks.join(" "));
+    row(
+        &mut t,
+        "task error/panic exits",
+        r.task_failures.to_string(),
+    );
+    row(
+        &mut t,
+        "clean stop on SIGTERM",
+        r.clean_exit.map_or("-".into(), |b| b.to_string()),
+    );
+    if failures.is_empty() {
+        let _ = writeln!(t, "  RESULT                       PASS");
+    } else {
+        let _ = writeln!(t, "  RESULT                       FAIL");
+        for f in failures {
+            let _ = writeln!(t, "    - {f}");
+        }
+        for m in r.mismatches.iter().take(10) {
+            let _ = writeln!(t, "    mismatch: {m}");
+        }
+    }
+    println!("{t}");
+}
+
+/// Differences between the simulator's truth and the fold, one line each. An agent GSE
+/// does not know is expected as status code -2 (`not_found`), with any version.
+fn compare(truth: &[TruthAgent], fold: &HashMap<String, consumer::Folded>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut seen = 0usize;
+    for a in truth {
+        let expected = if a.in_gse { a.status_code } else { -2 };
+        match fold.get(&a.agent_id).and_then(|f| f.state.as_ref()) {
+            None => out.push(format!("{}: missing from the fold", a.agent_id)),
+            Some((code, version)) => {
+                seen += 1;
+                if *code != expected || (a.in_gse && *version != a.version) {
+                    out.push(format!(
+                        "{}: fold {code}/{version}, simulator {expected}/{}",
+                        a.agent_id, a.version
+                    ));
+                }
+            }
+        }
+    }
+    let live = fold.values().filter(|f| f.state.is_some()).count();
+    if live > seen {
+        let known: std::collections::HashSet<&str> =
+            truth.iter().map(|a| a.agent_id.as_str()).collect();
+        for (id, _) in fold
+            .iter()
+            .filter(|(id, f)| f.state.is_some() && !known.contains(id.as_str()))
+        {
+            out.push(format!(
+                "{id}: removed from the simulator but live in the fold"
+            ));
+        }
+    }
+    out
+}
+
+#[derive(Default)]
+struct ChurnRound {
+    flapped: u64,
+    versions: u64,
+    added: u64,
+    removed: u64,
+}
+
+async fn churn(
+    ctl: &Control,
+    ids: &mut Vec<String>,
+    rng: &mut SmallRng,
+    rate: f64,
+) -> Result<ChurnRound, SoakError> {
+    let total = (ids.len() as f64 * rate).round() as usize;
+    let versions = total / 5;
+    let adds = total / 20;
+    let removes = (total / 20).min(ids.len().saturating_sub(1));
+    let flapped = ctl
+        .post("/_sim/flap", serde_json::Value::Null)
+        .await?
+        .get("toggled")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    let picks: Vec<String> = ids
+        .choose_multiple(rng, versions + removes)
+        .cloned()
+        .collect();
+    let (to_version, to_remove) = picks.split_at(versions.min(picks.len()));
+    let patch: Vec<(String, String)> = to_version
+        .iter()
+        .map(|id| {
+            (
+                id.clone(),
+                format!("2.{}.{}", rng.random_range(1..4), rng.random_range(0..20)),
+            )
+        })
+        .collect();
+    let updated = futures::stream::iter(patch)
+        .map(|(id, v)| async move {
+            ctl.put(
+                &format!("/_sim/agents/{}", urlencode(&id)),
+                serde_json::json!({"version": v}),
+            )
+            .await
+            .is_ok()
+        })
+        .buffer_unordered(16)
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await;
+    let removed: Vec<String> = futures::stream::iter(to_remove.to_vec())
+        .map(|id| async move {
+            let url = format!("{}/_sim/agents/{}", ctl.base, urlencode(&id));
+            match ctl.http.delete(url).send().await {
+                Ok(r) if r.status().is_success() => Some(id),
+                _ => None,
+            }
+        })
+        .buffer_unordered(16)
+        .filter_map(std::future::ready)
+        .collect()
+        .await;
+    let gone: std::collections::HashSet<&String> = removed.iter().collect();
+    ids.retain(|id| !gone.contains(id));
+    let mut added = 0;
+    for _ in 0..adds {
+        if let Ok(v) = ctl.post("/_sim/hosts", serde_json::json!({})).await {
+            if let Some(id) = v.get("agent_id").and_then(serde_json::Value::as_str) {
+                ids.push(id.to_owned());
+                added += 1;
+            }
+        }
+    }
+    Ok(ChurnRound {
+        flapped,
+        versions: updated as u64,
+        added,
+        removed: removed.len() as u64,
+    })
+}
+
+fn urlencode(id: &str) -> String {
+    id.replace('%', "%25")
+        .replace(':', "%3A")
+        .replace('/', "%2F")
+}
+
+struct Control {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Control {
+    async fn wait_up(&self) -> Result<(), SoakError> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while self
+            .http
+            .get(format!("{}/_sim/stats", self.base))
+            .send()
+            .await
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                return Err(SoakError::Start {
+                    what: "the simulator",
+                    detail: "no answer within 300s".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<serde_json::Value, SoakError> {
+        let err = |detail: String| SoakError::Io {
+            what: "simulator control call",
+            detail,
+        };
+        let resp = req.send().await.map_err(|e| err(e.to_string()))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| err(e.to_string()))?;
+        if !status.is_success() {
+            return Err(err(format!("{status}: {}", String::from_utf8_lossy(&body))));
+        }
+        serde_json::from_slice(&body).map_err(|e| err(e.to_string()))
+    }
+
+    async fn put(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, SoakError> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, SoakError> {
+        let req = self.http.post(format!("{}{path}", self.base));
+        let req = if body.is_null() { req } else { req.json(&body) };
+        self.send(req).await
+    }
+
+    async fn truth(&self) -> Result<Vec<TruthAgent>, SoakError> {
+        let v = self
+            .send(self.http.get(format!("{}/_sim/agents", self.base)))
+            .await?;
+        serde_json::from_value(v).map_err(|e| SoakError::Io {
+            what: "reading the simulator's agents",
+            detail: e.to_string(),
+        })
+    }
+
+    async fn faults_injected(&self) -> Result<u64, SoakError> {
+        let v = self
+            .send(self.http.get(format!("{}/_sim/stats", self.base)))
+            .await?;
+        Ok(v.get("faults")
+            .and_then(serde_json::Value::as_object)
+            .map_or(0, |m| {
+                m.values().filter_map(serde_json::Value::as_u64).sum()
+            }))
+    }
+}
+
+fn service_config(args: &SoakArgs, sim_port: u16, brokers: &str) -> Result<Config, SoakError> {
+    let mut c = Config::default();
+    c.bk.app_code = "agentwatch".into();
+    c.bk.app_secret = Some(SecretString::from(SECRET.to_owned()));
+    c.gse.base_url = format!("http://127.0.0.1:{sim_port}/api/bk-gse/prod/api/v2/");
+    c.gse.timeout = Duration::from_secs(3);
+    c.nodeman.base_url = format!("http://127.0.0.1:{sim_port}/api/bk-nodeman/prod/");
+    c.nodeman.timeout = Duration::from_secs(3);
+    c.nodeman.page_size = 1000;
+    c.poll.interval = args.interval;
+    c.poll.inventory_interval = args.interval;
+    c.kafka.brokers = brokers.to_owned();
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    c.kafka.events_topic = format!("soak.{run}.events");
+    c.kafka.state_topic = format!("soak.{run}.state");
+    c.kafka.partitions = 3;
+    c.http.listen = format!("127.0.0.1:{}", free_port()?);
+    c.shutdown.grace = Duration::from_secs(20);
+    c.validate().map_err(|e| SoakError::Start {
+        what: "the service config",
+        detail: e.to_string(),
+    })?;
+    Ok(c)
+}
+
+/// `agentwatch run` as a child process.
+struct Service {
+    child: Option<Child>,
+    http: String,
+    client: reqwest::Client,
+}
+
+impl Service {
+    fn spawn(exe: &Path, cfg: &Config, dir: &Path) -> Result<Service, SoakError> {
+        let path = dir.join("agentwatch.toml");
+        std::fs::write(&path, cfg.to_masked_toml()).map_err(start_err("the service config"))?;
+        let log =
+            std::fs::File::create(dir.join("agentwatch.log")).map_err(start_err("service log"))?;
+        let child = Command::new(exe)
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env_remove("AGENTWATCH_CONFIG")
+            .env("AGENTWATCH__BK__APP_SECRET", SECRET)
+            .env("RUST_LOG", "warn,agentwatch=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(start_err("the service"))?;
+        Ok(Service {
+            child: Some(child),
+            http: cfg.http.listen.clone(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| SoakError::Start {
+                    what: "HTTP client",
+                    detail: e.to_string(),
+                })?,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn check_alive(&mut self) -> Result<(), SoakError> {
+        if let Some(c) = &mut self.child {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Err(SoakError::Failed(format!(
+                    "the service exited during the run ({status})"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn metrics(&self) -> Option<String> {
+        let r = self
+            .client
+            .get(format!("http://{}/metrics", self.http))
+            .send()
+            .await
+            .ok()?;
+        r.text().await.ok()
+    }
+
+    async fn wait_for(
+        &mut self,
+        _ctl: &Control,
+        timeout: Duration,
+        what: &str,
+        f: impl Fn(&str) -> bool,
+    ) -> Result<(), SoakError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_alive()?;
+            if let Some(m) = self.metrics().await {
+                if f(&m) {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(SoakError::Failed(format!("timed out waiting for {what}")));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    fn status_kib(&self, field: &str) -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()?
+            .lines()
+            .find(|l| l.starts_with(field))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    fn rss(&self) -> Result<u64, SoakError> {
+        self.status_kib("VmRSS:")
+            .map(|kb| kb * 1024)
+            .ok_or_else(|| SoakError::Io {
+                what: "reading the service's RSS",
+                detail: format!("/proc/{}/status", self.pid()),
+            })
+    }
+
+    fn rss_peak(&self) -> u64 {
+        self.status_kib("VmHWM:").map_or(0, |kb| kb * 1024)
+    }
+
+    /// SIGTERM and wait up to 60 s; true when it exited with status 0.
+    async fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        signal(child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sum of the samples whose line starts with `prefix` (a name, or a name plus the start
+/// of its labels).
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with([' ', '{', ',', '}']) || prefix.ends_with('}'))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+fn sweeps(text: &str) -> f64 {
+    metric(text, "agentwatch_sweeps_total")
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn say(msg: String) {
+    eprintln!(
+        "[soak {}] {msg}",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_sums_a_family_or_one_labelled_sample() {
+        let text = "# HELP x\nagentwatch_sweeps_total{result=\"success\"} 3\n\
+                    agentwatch_sweeps_total{result=\"failed\"} 1\n\
+                    agentwatch_sweeps_total_extra 9\nagentwatch_ready 1\n\
+                    agentwatch_task_exits_total{reason=\"panic\",task=\"poller\"} 2\n";
+        assert_eq!(metric(text, "agentwatch_sweeps_total"), 4.0);
+        assert_eq!(
+            metric(text, "agentwatch_sweeps_total{result=\"failed\"}"),
+            1.0
+        );
+        assert_eq!(metric(text, "agentwatch_ready"), 1.0);
+        assert_eq!(
+            metric(text, "agentwatch_task_exits_total{reason=\"panic\""),
+            2.0
+        );
+    }
+
+    #[test]
+    fn compare_reports_wrong_missing_and_leftover_agents() {
+        let truth = vec![
+            TruthAgent {
+                agent_id: "a".into(),
+                status_code: 2,
+                version: "1".into(),
+                in_gse: true,
+            },
+            TruthAgent {
+                agent_id: "b".into(),
+                status_code: 2,
+                version: "1".into(),
+                in_gse: false,
+            },
+            TruthAgent {
+                agent_id: "c".into(),
+                status_code: 3,
+                version: "1".into(),
+                in_gse: true,
+            },
+        ];
+        let f = |code, v: &str| consumer::Folded {
+            incarnation_ms: 1,
+            seq: 1,
+            state: Some((code, v.to_owned())),
+        };
+        let mut fold = HashMap::new();
+        fold.insert("a".to_owned(), f(2, "1"));
+        fold.insert("b".to_owned(), f(-2, ""));
+        fold.insert("gone".to_owned(), f(2, "1"));
+        let out = compare(&truth, &fold);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(out[0].starts_with("c: missing"));
+        assert!(out[1].starts_with("gone: removed"));
+        fold.insert("c".to_owned(), f(3, "1"));
+        fold.remove("gone");
+        assert!(compare(&truth, &fold).is_empty());
+    }
+}
