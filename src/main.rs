@@ -242,7 +242,7 @@ fn main() -> ExitCode {
                 // The consumers' broker-down errors during outages are expected noise.
                 init_logging(LogFormat::Text, "warn,librdkafka=off,rdkafka=off");
                 report(
-                    agentwatch::soak::run(args)
+                    agentwatch::soak::run(args, shutdown_on_signal())
                         .await
                         .map_err(anyhow::Error::from),
                 )

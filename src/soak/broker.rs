@@ -21,6 +21,9 @@ pub enum Outage {
     Restart,
     /// SIGSTOP tansu (memory engine) for `--outage-length`, then SIGCONT.
     Pause,
+    /// Negative control: restart a memory-engine tansu, which loses the whole log; the
+    /// soak must then fail (proves its checks can see a loss).
+    RestartMemory,
 }
 
 pub struct Broker {
@@ -91,6 +94,7 @@ impl Broker {
         match self.outage {
             Outage::Restart => "tansu s3 (moto), restarted",
             Outage::Pause => "tansu memory, SIGSTOP/SIGCONT",
+            Outage::RestartMemory => "tansu memory, restarted (loses the log)",
         }
     }
 
@@ -140,7 +144,7 @@ impl Broker {
             return self.spawn();
         };
         match self.outage {
-            Outage::Restart => {
+            Outage::Restart | Outage::RestartMemory => {
                 // tansu ignores SIGTERM while clients are connected (CLARIFICATIONS.md).
                 signal(pid, "TERM");
                 let deadline = Instant::now() + Duration::from_secs(3);

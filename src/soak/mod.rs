@@ -30,6 +30,8 @@ use rand::{rngs::SmallRng, seq::IndexedRandom as _, Rng as _, SeedableRng as _};
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::Config;
 use broker::{free_port, signal, start_err, Broker, Outage};
 use consumer::FoldingConsumer;
@@ -48,6 +50,16 @@ pub struct SoakArgs {
     /// timeout, malformed or truncated body, `result: false`; never GSE 1011003).
     #[arg(long, default_value_t = 0.1)]
     pub fault_rate: f64,
+    /// Fault kinds to draw from (simulator `FaultKind` names). The default is the
+    /// transport faults; `malformed`, `no_permission` and `backend_error` are answers the
+    /// client does not retry, so at 10 % they make a 100k inventory (20 pages of 5000)
+    /// almost never load in one piece.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "server_error,bad_gateway,rate_limited,slow,truncated"
+    )]
+    pub fault_kinds: Vec<String>,
     /// Fraction of agents changed after each sweep: 70% status flaps, 20% version
     /// changes, 5% hosts added, 5% removed.
     #[arg(long, default_value_t = 0.01)]
@@ -58,7 +70,8 @@ pub struct SoakArgs {
     /// How long the broker stays down in each outage.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub outage_length: Duration,
-    /// `restart` (tansu on S3, needs `python3 -m moto.server`) or `pause` (SIGSTOP).
+    /// `restart` (tansu on S3, needs `python3 -m moto.server`), `pause` (SIGSTOP), or
+    /// `restart-memory` (a negative control that loses the log and must fail).
     #[arg(long, value_enum, default_value = "restart")]
     pub outage: Outage,
     /// The service's `poll.interval` (and inventory interval).
@@ -147,7 +160,9 @@ struct FoldSummary {
     errors: u64,
 }
 
-pub async fn run(args: SoakArgs) -> Result<(), SoakError> {
+/// Runs the soak; cancelling `stop` (SIGINT / SIGTERM in `main`) ends it early with an
+/// error, stopping every child process on the way out.
+pub async fn run(args: SoakArgs, stop: CancellationToken) -> Result<(), SoakError> {
     let dir = match &args.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!(
@@ -196,24 +211,27 @@ pub async fn run(args: SoakArgs) -> Result<(), SoakError> {
     // Timeouts answer after 6 s, beyond the service's 3 s GSE / NodeMan timeout.
     ctl.put(
         "/_sim/faults",
-        serde_json::json!({"rate": args.fault_rate, "slow_delay": "6s"}),
+        serde_json::json!({"rate": args.fault_rate, "kinds": args.fault_kinds, "slow_delay": "6s"}),
     )
     .await?;
 
-    let mut broker = Broker::start(&args.tansu, args.outage, &dir).await?;
+    let broker = Broker::start(&args.tansu, args.outage, &dir).await?;
     let mut report = Report {
         broker: broker.kind().to_owned(),
         ..Report::default()
     };
-    let cfg = service_config(&args, sim_port, &broker.brokers())?;
-    let mut service = Service::spawn(&exe, &cfg, &dir)?;
-    let consumer =
-        FoldingConsumer::start(&broker.brokers(), &cfg.kafka.events_topic).map_err(|e| {
-            SoakError::Start {
-                what: "the consumer",
-                detail: e.to_string(),
-            }
-        })?;
+    let brokers = broker.brokers();
+    // Outages run beside the main loop, so churn and sweeps go on while the broker is down.
+    let broker = std::sync::Arc::new(tokio::sync::Mutex::new(broker));
+    let mut outage_task: Option<tokio::task::JoinHandle<Result<(), SoakError>>> = None;
+    let cfg = service_config(&args, sim_port, &brokers)?;
+    let mut service = Service::spawn(&exe, &cfg, &dir, stop)?;
+    let consumer = FoldingConsumer::start(&brokers, &cfg.kafka.events_topic).map_err(|e| {
+        SoakError::Start {
+            what: "the consumer",
+            detail: e.to_string(),
+        }
+    })?;
 
     // Start: ready, and the initial snapshot acknowledged.
     let t0 = Instant::now();
@@ -248,12 +266,18 @@ pub async fn run(args: SoakArgs) -> Result<(), SoakError> {
         service.check_alive()?;
         let now = Instant::now();
         if now >= next_outage {
+            if let Some(t) = outage_task.take() {
+                finish_outage(t).await?;
+            }
             say(format!(
                 "broker outage {} ({:?})",
                 report.restarts + 1,
                 args.outage
             ));
-            broker.outage(args.outage_length).await?;
+            let (broker, length) = (broker.clone(), args.outage_length);
+            outage_task = Some(tokio::spawn(async move {
+                broker.lock().await.outage(length).await
+            }));
             report.restarts += 1;
             next_outage += args.restart_every;
         }
@@ -283,9 +307,19 @@ pub async fn run(args: SoakArgs) -> Result<(), SoakError> {
             report.churned.removed += c.removed;
         }
     }
+    if let Some(t) = outage_task.take() {
+        finish_outage(t).await?;
+    }
     report.rss_end = service.rss()?;
     report.rss_peak = service.rss_peak();
-    report.samples.push((start.elapsed(), report.rss_end));
+    // The end sample, unless a periodic one was just taken.
+    if report
+        .samples
+        .last()
+        .is_none_or(|(at, _)| start.elapsed().saturating_sub(*at) > Duration::from_secs(5))
+    {
+        report.samples.push((start.elapsed(), report.rss_end));
+    }
     say(format!(
         "churn and faults stop after {:.0}s; settling",
         start.elapsed().as_secs_f64()
@@ -352,13 +386,12 @@ pub async fn run(args: SoakArgs) -> Result<(), SoakError> {
     // A second consumer reads the topic from the beginning: after every restart the
     // broker must still hold each acknowledged event (a broker that lost its log would
     // go unnoticed by the live consumer, which was already past it).
-    let reread =
-        FoldingConsumer::start(&broker.brokers(), &cfg.kafka.events_topic).map_err(|e| {
-            SoakError::Start {
-                what: "the re-reading consumer",
-                detail: e.to_string(),
-            }
-        })?;
+    let reread = FoldingConsumer::start(&brokers, &cfg.kafka.events_topic).map_err(|e| {
+        SoakError::Start {
+            what: "the re-reading consumer",
+            detail: e.to_string(),
+        }
+    })?;
     let reread_start = Instant::now();
     let want = report.fold.distinct;
     while reread.with(|f| f.distinct_events()) < want
@@ -380,6 +413,15 @@ pub async fn run(args: SoakArgs) -> Result<(), SoakError> {
     } else {
         Err(SoakError::Failed(failures.join("; ")))
     }
+}
+
+async fn finish_outage(
+    task: tokio::task::JoinHandle<Result<(), SoakError>>,
+) -> Result<(), SoakError> {
+    task.await.map_err(|e| SoakError::Io {
+        what: "the broker outage",
+        detail: e.to_string(),
+    })?
 }
 
 fn failures(r: &Report, args: &SoakArgs) -> Vec<String> {
@@ -700,6 +742,13 @@ impl Control {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<serde_json::Value, SoakError> {
+        self.send_as(req).await
+    }
+
+    async fn send_as<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, SoakError> {
         let err = |detail: String| SoakError::Io {
             what: "simulator control call",
             detail,
@@ -733,13 +782,10 @@ impl Control {
     }
 
     async fn truth(&self) -> Result<Vec<TruthAgent>, SoakError> {
-        let v = self
-            .send(self.http.get(format!("{}/_sim/agents", self.base)))
-            .await?;
-        serde_json::from_value(v).map_err(|e| SoakError::Io {
-            what: "reading the simulator's agents",
-            detail: e.to_string(),
-        })
+        // Straight into the few fields compared: 100k agents as a JSON tree would take
+        // hundreds of MiB.
+        self.send_as(self.http.get(format!("{}/_sim/agents", self.base)))
+            .await
     }
 
     async fn faults_injected(&self) -> Result<u64, SoakError> {
@@ -762,7 +808,7 @@ fn service_config(args: &SoakArgs, sim_port: u16, brokers: &str) -> Result<Confi
     c.gse.timeout = Duration::from_secs(3);
     c.nodeman.base_url = format!("http://127.0.0.1:{sim_port}/api/bk-nodeman/prod/");
     c.nodeman.timeout = Duration::from_secs(3);
-    c.nodeman.page_size = 1000;
+    c.nodeman.page_size = 5000;
     c.poll.interval = args.interval;
     c.poll.inventory_interval = args.interval;
     c.kafka.brokers = brokers.to_owned();
@@ -781,13 +827,20 @@ fn service_config(args: &SoakArgs, sim_port: u16, brokers: &str) -> Result<Confi
 
 /// `agentwatch run` as a child process.
 struct Service {
+    /// The soak's own stop signal, checked with the child's health.
+    stop: CancellationToken,
     child: Option<Child>,
     http: String,
     client: reqwest::Client,
 }
 
 impl Service {
-    fn spawn(exe: &Path, cfg: &Config, dir: &Path) -> Result<Service, SoakError> {
+    fn spawn(
+        exe: &Path,
+        cfg: &Config,
+        dir: &Path,
+        stop: CancellationToken,
+    ) -> Result<Service, SoakError> {
         let path = dir.join("agentwatch.toml");
         std::fs::write(&path, cfg.to_masked_toml()).map_err(start_err("the service config"))?;
         let log =
@@ -804,6 +857,7 @@ impl Service {
             .spawn()
             .map_err(start_err("the service"))?;
         Ok(Service {
+            stop,
             child: Some(child),
             http: cfg.http.listen.clone(),
             client: reqwest::Client::builder()
@@ -821,6 +875,9 @@ impl Service {
     }
 
     fn check_alive(&mut self) -> Result<(), SoakError> {
+        if self.stop.is_cancelled() {
+            return Err(SoakError::Failed("interrupted".into()));
+        }
         if let Some(c) = &mut self.child {
             if let Ok(Some(status)) = c.try_wait() {
                 return Err(SoakError::Failed(format!(
