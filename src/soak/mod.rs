@@ -17,25 +17,29 @@
 
 pub mod broker;
 pub mod consumer;
+mod control;
+mod report;
+mod service;
 
 use std::{
     collections::HashMap,
-    fmt::Write as _,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::PathBuf,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use futures::StreamExt as _;
-use rand::{rngs::SmallRng, seq::IndexedRandom as _, Rng as _, SeedableRng as _};
+use rand::{rngs::SmallRng, SeedableRng as _};
 use secrecy::SecretString;
 use serde::Deserialize;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use broker::{free_port, signal, start_err, Broker, Outage};
+use broker::{free_port, start_err, Broker, Outage};
 use consumer::FoldingConsumer;
+use control::{churn, Control};
+use report::{failures, print_report, FoldSummary, Report};
+use service::{ChildGuard, Service};
 
 const SECRET: &str = "soak-secret";
 
@@ -123,51 +127,6 @@ struct TruthAgent {
     in_gse: bool,
 }
 
-/// Everything printed in the final table.
-#[derive(Debug, Default)]
-struct Report {
-    broker: String,
-    sweeps: HashMap<&'static str, f64>,
-    events_acked: f64,
-    faults_injected: u64,
-    upstream_failures: f64,
-    churned: Churned,
-    restarts: u32,
-    rss_start: u64,
-    rss_end: u64,
-    rss_peak: u64,
-    samples: Vec<(Duration, u64)>,
-    fold: FoldSummary,
-    mismatches: Vec<String>,
-    settle: Option<Duration>,
-    tasks: Vec<(String, f64)>,
-    task_failures: f64,
-    clean_exit: Option<bool>,
-    /// Distinct events and fold mismatches of the from-the-beginning re-read.
-    reread: (usize, usize),
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Churned {
-    rounds: u64,
-    flapped: u64,
-    versions: u64,
-    added: u64,
-    removed: u64,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct FoldSummary {
-    records: u64,
-    distinct: usize,
-    agents: usize,
-    duplicates: u64,
-    seq_gaps: u64,
-    out_of_order: u64,
-    undecodable: u64,
-    errors: u64,
-}
-
 /// Runs the soak; cancelling `stop` (SIGINT / SIGTERM in `main`) ends it early with an
 /// error, stopping every child process on the way out.
 pub async fn run(args: SoakArgs, stop: CancellationToken) -> Result<(), SoakError> {
@@ -244,15 +203,9 @@ pub async fn run(args: SoakArgs, stop: CancellationToken) -> Result<(), SoakErro
     // Start: ready, and the initial snapshot acknowledged.
     let t0 = Instant::now();
     service
-        .wait_for(
-            &ctl,
-            Duration::from_secs(900),
-            "the initial snapshot",
-            |m| {
-                metric(m, "agentwatch_ready") == 1.0
-                    && metric(m, "agentwatch_pending_changes") == 0.0
-            },
-        )
+        .wait_for(Duration::from_secs(900), "the initial snapshot", |m| {
+            metric(m, "agentwatch_ready") == 1.0 && metric(m, "agentwatch_pending_changes") == 0.0
+        })
         .await?;
     report.rss_start = service.rss()?;
     say(format!(
@@ -423,19 +376,6 @@ pub async fn run(args: SoakArgs, stop: CancellationToken) -> Result<(), SoakErro
     }
 }
 
-impl Report {
-    /// The first RSS sample taken at least `after` into the run, else the start sample;
-    /// never the end sample (the last one), which it is compared with.
-    fn baseline(&self, after: Duration) -> (Duration, u64) {
-        let before_end = &self.samples[..self.samples.len().saturating_sub(1)];
-        before_end
-            .iter()
-            .find(|(at, _)| *at >= after)
-            .copied()
-            .unwrap_or((Duration::ZERO, self.rss_start))
-    }
-}
-
 async fn finish_outage(
     task: tokio::task::JoinHandle<Result<(), SoakError>>,
 ) -> Result<(), SoakError> {
@@ -443,177 +383,6 @@ async fn finish_outage(
         what: "the broker outage",
         detail: e.to_string(),
     })?
-}
-
-fn failures(r: &Report, args: &SoakArgs) -> Vec<String> {
-    let mut out = Vec::new();
-    if !r.mismatches.is_empty() {
-        out.push(format!(
-            "{} agents differ between the consumer's fold and the simulator (first: {})",
-            r.mismatches.len(),
-            r.mismatches[0]
-        ));
-    }
-    if r.reread.0 < r.fold.distinct || r.reread.1 > 0 {
-        out.push(format!(
-            "re-reading the topic from the beginning found {} of {} events, {} agents differ",
-            r.reread.0, r.fold.distinct, r.reread.1
-        ));
-    }
-    if r.fold.seq_gaps > 0 {
-        out.push(format!("{} seq gaps (lost events)", r.fold.seq_gaps));
-    }
-    if r.fold.undecodable > 0 {
-        out.push(format!("{} undecodable events", r.fold.undecodable));
-    }
-    if r.tasks.is_empty() || r.tasks.iter().any(|(_, v)| *v != 1.0) {
-        out.push(format!("tasks not all up at the end: {:?}", r.tasks));
-    }
-    if r.task_failures > 0.0 {
-        out.push(format!(
-            "{} task exits with error or panic",
-            r.task_failures
-        ));
-    }
-    let (at, baseline) = r.baseline(args.rss_baseline_at);
-    if r.rss_end as f64 > baseline as f64 * (1.0 + args.rss_growth) {
-        out.push(format!(
-            "RSS grew from {} (at {:.1}m) to {} (limit +{:.0}%)",
-            mib(baseline),
-            at.as_secs_f64() / 60.0,
-            mib(r.rss_end),
-            args.rss_growth * 100.0
-        ));
-    }
-    if r.clean_exit != Some(true) {
-        out.push("the service did not stop cleanly on SIGTERM".into());
-    }
-    out
-}
-
-fn print_report(r: &Report, args: &SoakArgs, failures: &[String]) {
-    let mut t = String::new();
-    let row = |t: &mut String, k: &str, v: String| {
-        let _ = writeln!(t, "  {k:<28} {v}");
-    };
-    let _ = writeln!(t, "\nsoak report");
-    row(
-        &mut t,
-        "duration",
-        humantime::format_duration(args.duration).to_string(),
-    );
-    row(&mut t, "agents", args.agents.to_string());
-    row(&mut t, "broker", r.broker.clone());
-    row(
-        &mut t,
-        "broker outages",
-        format!(
-            "{} (every {}, {} each)",
-            r.restarts,
-            humantime::format_duration(args.restart_every),
-            humantime::format_duration(args.outage_length)
-        ),
-    );
-    row(
-        &mut t,
-        "sweeps",
-        format!(
-            "{} success, {} partial, {} failed",
-            r.sweeps.get("success").copied().unwrap_or(0.0),
-            r.sweeps.get("partial").copied().unwrap_or(0.0),
-            r.sweeps.get("failed").copied().unwrap_or(0.0)
-        ),
-    );
-    row(
-        &mut t,
-        "upstream faults",
-        format!(
-            "{} injected (rate {}), {} failed calls seen",
-            r.faults_injected, args.fault_rate, r.upstream_failures
-        ),
-    );
-    let c = r.churned;
-    row(
-        &mut t,
-        "churn",
-        format!(
-            "{} rounds: {} flaps, {} versions, {} added, {} removed",
-            c.rounds, c.flapped, c.versions, c.added, c.removed
-        ),
-    );
-    row(&mut t, "events acknowledged", r.events_acked.to_string());
-    let f = r.fold;
-    row(
-        &mut t,
-        "consumer",
-        format!(
-            "{} records, {} distinct ids, {} re-delivered, {} seq gaps, {} out of order, {} errors",
-            f.records, f.distinct, f.duplicates, f.seq_gaps, f.out_of_order, f.errors
-        ),
-    );
-    row(
-        &mut t,
-        "fold vs simulator",
-        match (&r.settle, r.mismatches.len()) {
-            (Some(d), _) => format!(
-                "{} agents, all equal (settled in {:.1}s)",
-                f.agents,
-                d.as_secs_f64()
-            ),
-            (None, n) => format!("{n} agents differ after {:?}", args.settle_timeout),
-        },
-    );
-    row(
-        &mut t,
-        "re-read from the beginning",
-        format!(
-            "{} distinct events, {} agents differ from the simulator",
-            r.reread.0, r.reread.1
-        ),
-    );
-    let (at, baseline) = r.baseline(args.rss_baseline_at);
-    row(
-        &mut t,
-        "RSS start / baseline / end",
-        format!(
-            "{} / {} (at {:.1}m) / {}; peak {}",
-            mib(r.rss_start),
-            mib(baseline),
-            at.as_secs_f64() / 60.0,
-            mib(r.rss_end),
-            mib(r.rss_peak)
-        ),
-    );
-    let samples: Vec<String> = r
-        .samples
-        .iter()
-        .map(|(at, rss)| format!("{:.1}m:{}", at.as_secs_f64() / 60.0, mib(*rss)))
-        .collect();
-    row(&mut t, "RSS samples", samples.join(" "));
-    let tasks: Vec<String> = r.tasks.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    row(&mut t, "task_up at end", tasks.join(" "));
-    row(
-        &mut t,
-        "task error/panic exits",
-        r.task_failures.to_string(),
-    );
-    row(
-        &mut t,
-        "clean stop on SIGTERM",
-        r.clean_exit.map_or("-".into(), |b| b.to_string()),
-    );
-    if failures.is_empty() {
-        let _ = writeln!(t, "  RESULT                       PASS");
-    } else {
-        let _ = writeln!(t, "  RESULT                       FAIL");
-        for f in failures {
-            let _ = writeln!(t, "    - {f}");
-        }
-        for m in r.mismatches.iter().take(10) {
-            let _ = writeln!(t, "    mismatch: {m}");
-        }
-    }
-    println!("{t}");
 }
 
 /// Differences between the simulator's truth and the fold, one line each. An agent GSE
@@ -652,179 +421,6 @@ fn compare(truth: &[TruthAgent], fold: &HashMap<String, consumer::Folded>) -> Ve
     out
 }
 
-#[derive(Default)]
-struct ChurnRound {
-    flapped: u64,
-    versions: u64,
-    added: u64,
-    removed: u64,
-}
-
-async fn churn(
-    ctl: &Control,
-    ids: &mut Vec<String>,
-    rng: &mut SmallRng,
-    rate: f64,
-) -> Result<ChurnRound, SoakError> {
-    let total = (ids.len() as f64 * rate).round() as usize;
-    let versions = total / 5;
-    let adds = total / 20;
-    let removes = (total / 20).min(ids.len().saturating_sub(1));
-    let flapped = ctl
-        .post("/_sim/flap", serde_json::Value::Null)
-        .await?
-        .get("toggled")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0);
-    let picks: Vec<String> = ids
-        .choose_multiple(rng, versions + removes)
-        .cloned()
-        .collect();
-    let (to_version, to_remove) = picks.split_at(versions.min(picks.len()));
-    let patch: Vec<(String, String)> = to_version
-        .iter()
-        .map(|id| {
-            (
-                id.clone(),
-                format!("2.{}.{}", rng.random_range(1..4), rng.random_range(0..20)),
-            )
-        })
-        .collect();
-    let updated = futures::stream::iter(patch)
-        .map(|(id, v)| async move {
-            ctl.put(
-                &format!("/_sim/agents/{}", urlencode(&id)),
-                serde_json::json!({"version": v}),
-            )
-            .await
-            .is_ok()
-        })
-        .buffer_unordered(16)
-        .filter(|ok| std::future::ready(*ok))
-        .count()
-        .await;
-    let removed: Vec<String> = futures::stream::iter(to_remove.to_vec())
-        .map(|id| async move {
-            let url = format!("{}/_sim/agents/{}", ctl.base, urlencode(&id));
-            match ctl.http.delete(url).send().await {
-                Ok(r) if r.status().is_success() => Some(id),
-                _ => None,
-            }
-        })
-        .buffer_unordered(16)
-        .filter_map(std::future::ready)
-        .collect()
-        .await;
-    let gone: std::collections::HashSet<&String> = removed.iter().collect();
-    ids.retain(|id| !gone.contains(id));
-    let mut added = 0;
-    for _ in 0..adds {
-        if let Ok(v) = ctl.post("/_sim/hosts", serde_json::json!({})).await {
-            if let Some(id) = v.get("agent_id").and_then(serde_json::Value::as_str) {
-                ids.push(id.to_owned());
-                added += 1;
-            }
-        }
-    }
-    Ok(ChurnRound {
-        flapped,
-        versions: updated as u64,
-        added,
-        removed: removed.len() as u64,
-    })
-}
-
-fn urlencode(id: &str) -> String {
-    id.replace('%', "%25")
-        .replace(':', "%3A")
-        .replace('/', "%2F")
-}
-
-struct Control {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Control {
-    async fn wait_up(&self) -> Result<(), SoakError> {
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while self
-            .http
-            .get(format!("{}/_sim/stats", self.base))
-            .send()
-            .await
-            .is_err()
-        {
-            if Instant::now() > deadline {
-                return Err(SoakError::Start {
-                    what: "the simulator",
-                    detail: "no answer within 300s".into(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Ok(())
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<serde_json::Value, SoakError> {
-        self.send_as(req).await
-    }
-
-    async fn send_as<T: serde::de::DeserializeOwned>(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<T, SoakError> {
-        let err = |detail: String| SoakError::Io {
-            what: "simulator control call",
-            detail,
-        };
-        let resp = req.send().await.map_err(|e| err(e.to_string()))?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| err(e.to_string()))?;
-        if !status.is_success() {
-            return Err(err(format!("{status}: {}", String::from_utf8_lossy(&body))));
-        }
-        serde_json::from_slice(&body).map_err(|e| err(e.to_string()))
-    }
-
-    async fn put(
-        &self,
-        path: &str,
-        body: serde_json::Value,
-    ) -> Result<serde_json::Value, SoakError> {
-        self.send(self.http.put(format!("{}{path}", self.base)).json(&body))
-            .await
-    }
-
-    async fn post(
-        &self,
-        path: &str,
-        body: serde_json::Value,
-    ) -> Result<serde_json::Value, SoakError> {
-        let req = self.http.post(format!("{}{path}", self.base));
-        let req = if body.is_null() { req } else { req.json(&body) };
-        self.send(req).await
-    }
-
-    async fn truth(&self) -> Result<Vec<TruthAgent>, SoakError> {
-        // Straight into the few fields compared: 100k agents as a JSON tree would take
-        // hundreds of MiB.
-        self.send_as(self.http.get(format!("{}/_sim/agents", self.base)))
-            .await
-    }
-
-    async fn faults_injected(&self) -> Result<u64, SoakError> {
-        let v = self
-            .send(self.http.get(format!("{}/_sim/stats", self.base)))
-            .await?;
-        Ok(v.get("faults")
-            .and_then(serde_json::Value::as_object)
-            .map_or(0, |m| {
-                m.values().filter_map(serde_json::Value::as_u64).sum()
-            }))
-    }
-}
-
 fn service_config(args: &SoakArgs, sim_port: u16, brokers: &str) -> Result<Config, SoakError> {
     let mut c = Config::default();
     c.bk.app_code = "agentwatch".into();
@@ -848,164 +444,6 @@ fn service_config(args: &SoakArgs, sim_port: u16, brokers: &str) -> Result<Confi
         detail: e.to_string(),
     })?;
     Ok(c)
-}
-
-/// `agentwatch run` as a child process.
-struct Service {
-    /// The soak's own stop signal, checked with the child's health.
-    stop: CancellationToken,
-    child: Option<Child>,
-    http: String,
-    client: reqwest::Client,
-}
-
-impl Service {
-    fn spawn(
-        exe: &Path,
-        cfg: &Config,
-        dir: &Path,
-        stop: CancellationToken,
-    ) -> Result<Service, SoakError> {
-        let path = dir.join("agentwatch.toml");
-        std::fs::write(&path, cfg.to_masked_toml()).map_err(start_err("the service config"))?;
-        let log =
-            std::fs::File::create(dir.join("agentwatch.log")).map_err(start_err("service log"))?;
-        let child = Command::new(exe)
-            .arg("run")
-            .arg("--config")
-            .arg(&path)
-            .env_remove("AGENTWATCH_CONFIG")
-            .env("AGENTWATCH__BK__APP_SECRET", SECRET)
-            .env("RUST_LOG", "warn,agentwatch=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .map_err(start_err("the service"))?;
-        Ok(Service {
-            stop,
-            child: Some(child),
-            http: cfg.http.listen.clone(),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .map_err(|e| SoakError::Start {
-                    what: "HTTP client",
-                    detail: e.to_string(),
-                })?,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    fn check_alive(&mut self) -> Result<(), SoakError> {
-        if self.stop.is_cancelled() {
-            return Err(SoakError::Failed("interrupted".into()));
-        }
-        if let Some(c) = &mut self.child {
-            if let Ok(Some(status)) = c.try_wait() {
-                return Err(SoakError::Failed(format!(
-                    "the service exited during the run ({status})"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    async fn metrics(&self) -> Option<String> {
-        let r = self
-            .client
-            .get(format!("http://{}/metrics", self.http))
-            .send()
-            .await
-            .ok()?;
-        r.text().await.ok()
-    }
-
-    async fn wait_for(
-        &mut self,
-        _ctl: &Control,
-        timeout: Duration,
-        what: &str,
-        f: impl Fn(&str) -> bool,
-    ) -> Result<(), SoakError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.check_alive()?;
-            if let Some(m) = self.metrics().await {
-                if f(&m) {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(SoakError::Failed(format!("timed out waiting for {what}")));
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-
-    fn status_kib(&self, field: &str) -> Option<u64> {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .ok()?
-            .lines()
-            .find(|l| l.starts_with(field))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    }
-
-    fn rss(&self) -> Result<u64, SoakError> {
-        self.status_kib("VmRSS:")
-            .map(|kb| kb * 1024)
-            .ok_or_else(|| SoakError::Io {
-                what: "reading the service's RSS",
-                detail: format!("/proc/{}/status", self.pid()),
-            })
-    }
-
-    fn rss_peak(&self) -> u64 {
-        self.status_kib("VmHWM:").map_or(0, |kb| kb * 1024)
-    }
-
-    /// SIGTERM and wait up to 60 s; true when it exited with status 0.
-    async fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return false;
-        };
-        signal(child.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.success();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Sum of the samples whose line starts with `prefix` (a name, or a name plus the start
