@@ -683,6 +683,7 @@ PROMETHEUS_RULE_SCHEMA = {
 CHART_ALERTS = [
     "AgentwatchDown",
     "AgentwatchNotReady",
+    "AgentwatchTaskDown",
     "AgentwatchSweepsFailing",
     "AgentwatchSweepSlow",
     "AgentwatchUpstreamErrors",

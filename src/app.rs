@@ -19,6 +19,7 @@ use crate::{
     sources::{
         bk::ApiError, gse::StatusSource, inventory::InventorySource, nodeman::NodemanClient,
     },
+    tasks::{supervise, Supervisor, Task},
 };
 
 /// How long the start-up restore may take before the service gives up.
@@ -80,6 +81,14 @@ impl Running {
     }
 }
 
+/// The value of a supervised task, or its panic as an [`AppError::Task`].
+fn joined<T>(
+    r: Result<Result<T, tokio::task::JoinError>, tokio::task::JoinError>,
+) -> Result<T, AppError> {
+    r.and_then(|inner| inner)
+        .map_err(|e| AppError::Task(e.to_string()))
+}
+
 /// Starts the service. Returns once the HTTP endpoint is bound; topic checks and the
 /// restore run in the background (failures end the returned task with an error).
 pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, AppError> {
@@ -125,13 +134,24 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         }
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let http_task = tokio::spawn(http::serve(
-        listener,
-        tls,
-        router,
-        http::ServerLimits::from_config(&cfg.http),
-        http_stop.clone(),
-    ));
+    // Tasks are supervised (`agentwatch_task_up`); the HTTP endpoint's own stop token
+    // is cancelled only at the very end, so it counts as expected once `shutdown` is.
+    let sup = Supervisor {
+        metrics: metrics.clone(),
+        health: health.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let http_task = supervise(
+        &sup,
+        Task::Http,
+        http::serve(
+            listener,
+            tls,
+            router,
+            http::ServerLimits::from_config(&cfg.http),
+            http_stop.clone(),
+        ),
+    );
     tracing::info!(addr = %http_addr, scheme, "serving /metrics, /healthz, /readyz and /api/v1");
 
     let gse = StatusSource::new(&cfg.gse, &cfg.bk, metrics.clone())?;
@@ -196,13 +216,28 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
                 let producer = kafka::create_producer(&cfg.kafka)?;
                 let sink =
                     KafkaSink::new(producer, store.clone(), cfg.kafka.clone(), metrics.clone());
-                let sink_task = tokio::spawn(sink.run(work, shutdown.clone(), cfg.shutdown.grace));
-                let poller_task = tokio::spawn(poller.run(shutdown.clone()));
-                let slot_task = slot_worker.map(|w| tokio::spawn(w.run_logged(shutdown.clone())));
-                // Readiness: restored, and one sweep finished with an inventory.
-                let ready_task = tokio::spawn(async move {
-                    while let Ok(r) = reports.recv().await {
-                        if (r.result != SweepResult::Failed || r.agents > 0) && !health.is_ready() {
+                let sink_task = supervise(
+                    &sup,
+                    Task::KafkaSink,
+                    sink.run(work, shutdown.clone(), cfg.shutdown.grace),
+                );
+                let poller_task = supervise(&sup, Task::Poller, poller.run(shutdown.clone()));
+                let slot_task =
+                    slot_worker.map(|w| supervise(&sup, Task::SlotWorker, w.run(shutdown.clone())));
+                // Readiness: restored, and one sweep finished with an inventory. Ends when
+                // the poller (the sender) is gone.
+                let ready_task = supervise(&sup, Task::Readiness, async move {
+                    loop {
+                        let r = match reports.recv().await {
+                            Ok(r) => r,
+                            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(broadcast::error::RecvError::Closed) => return,
+                        };
+                        // A critical task's death keeps the service unready for good.
+                        if (r.result != SweepResult::Failed || r.agents > 0)
+                            && !health.is_ready()
+                            && health.failed_task().is_none()
+                        {
                             health.set_ready();
                             metrics.ready.set(1);
                             tracing::info!(sweep = r.sweep, "ready");
@@ -210,14 +245,13 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
                         let _ = forward.send(r);
                     }
                 });
-                poller_task
-                    .await
-                    .map_err(|e| AppError::Task(e.to_string()))?;
-                let unflushed = sink_task.await.map_err(|e| AppError::Task(e.to_string()))?;
+                joined(poller_task.await)?;
+                let unflushed = joined(sink_task.await)?;
                 if let Some(t) = slot_task {
-                    t.await.map_err(|e| AppError::Task(e.to_string()))?;
+                    // An error was logged and counted by the supervisor when it happened.
+                    let _ = joined(t.await)?;
                 }
-                ready_task.abort();
+                joined(ready_task.await)?;
                 Ok::<_, AppError>(Exit { unflushed })
             }
             .await;

@@ -32,8 +32,10 @@
 //! - [`tls`]: rustls configs of `[bk.tls]` (outgoing https) and `[http.tls]` (serving
 //!   HTTPS), checked at validation.
 //! - [`shard`]: which agents this replica owns when several split the work.
+//! - [`tasks`]: per-task health (`agentwatch_task_up`) and what a dead task does to
+//!   readiness.
 //! - [`app`]: wiring of `agentwatch run`; [`demo`]: the zero-setup demo;
-//!   [`benchmark`]: `agentwatch bench`.
+//!   [`benchmark`]: `agentwatch bench`; [`soak`]: `agentwatch soak`, the long-run test.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -52,5 +54,7 @@ pub mod sim;
 pub mod sinks;
 pub mod slot;
 pub mod snapshot;
+pub mod soak;
 pub mod sources;
+pub mod tasks;
 pub mod tls;

@@ -91,6 +91,11 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         producer_baseline: usize,
     },
+    /// Long-run test (opt-in, ~30 min by default): simulator with faults and churn, a
+    /// tansu broker restarted periodically, the service as a child process and an
+    /// independent consumer; checks no change was lost, no task died and RSS stayed flat.
+    /// Prints a table; exit 1 on any failure.
+    Soak(agentwatch::soak::SoakArgs),
     /// Kafka administration with the service's config.
     Kafka {
         #[command(subcommand)]
@@ -238,6 +243,15 @@ fn main() -> ExitCode {
                     ..SimConfig::default()
                 };
                 report(simulate(&listen, cfg).await)
+            }
+            Command::Soak(args) => {
+                // The consumers' broker-down errors during outages are expected noise.
+                init_logging(LogFormat::Text, "warn,librdkafka=off,rdkafka=off");
+                report(
+                    agentwatch::soak::run(args, shutdown_on_signal())
+                        .await
+                        .map_err(anyhow::Error::from),
+                )
             }
             Command::Gse(args) => agentwatch::cli::gse::run(args).await,
             Command::Tail(args) => agentwatch::cli::tail::run(args).await,

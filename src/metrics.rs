@@ -70,6 +70,12 @@ pub struct Metrics {
     pub slot_messages_total: IntCounterVec,
     /// Time from producing an accepted slot message to the broker's acknowledgement.
     pub slot_produce_duration_seconds: Histogram,
+    /// 1 while a long-running task runs, 0 once it ended, by `task` (the closed set
+    /// [`crate::tasks::Task`]); a task that was never started has no series.
+    pub task_up: IntGaugeVec,
+    /// Task ends by `task` and `reason` (ok, error, panic); any end before shutdown is
+    /// also logged as "task ended unexpectedly".
+    pub task_exits_total: IntCounterVec,
 }
 
 pub const UPSTREAM_OUTCOMES: &[&str] = &[
@@ -271,6 +277,22 @@ impl Metrics {
                 ]),
             )
             .expect("static metric definition"),
+            task_up: IntGaugeVec::new(
+                Opts::new(
+                    "agentwatch_task_up",
+                    "1 while the task runs, 0 once it has ended.",
+                ),
+                &["task"],
+            )
+            .expect("static metric definition"),
+            task_exits_total: IntCounterVec::new(
+                Opts::new(
+                    "agentwatch_task_exits_total",
+                    "Ends of long-running tasks by task and reason (ok, error, panic).",
+                ),
+                &["task", "reason"],
+            )
+            .expect("static metric definition"),
             registry,
         };
         m.register_all();
@@ -305,6 +327,8 @@ impl Metrics {
             Box::new(self.restore_duration_seconds.clone()),
             Box::new(self.slot_messages_total.clone()),
             Box::new(self.slot_produce_duration_seconds.clone()),
+            Box::new(self.task_up.clone()),
+            Box::new(self.task_exits_total.clone()),
         ];
         for c in collectors {
             // Names are static and distinct; a failure here is a programming error
@@ -323,6 +347,12 @@ impl Metrics {
         }
         for r in SLOT_RESULTS {
             self.slot_messages_total.with_label_values(&[r]);
+        }
+        for task in crate::tasks::Task::ALL {
+            for reason in crate::tasks::ExitReason::ALL {
+                self.task_exits_total
+                    .with_label_values(&[task.label(), reason.label()]);
+            }
         }
         for r in QUERY_ROUTES {
             self.query_requests_total.with_label_values(&[r, "200"]);

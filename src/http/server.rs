@@ -1,7 +1,7 @@
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex, PoisonError,
     },
     time::Duration,
 };
@@ -28,16 +28,31 @@ use crate::{metrics::Metrics, snapshot::Store};
 #[derive(Clone, Default)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    /// The first critical task that died before shutdown (`crate::tasks`); once set,
+    /// the service is never ready again.
+    failed: Arc<Mutex<Option<&'static str>>>,
 }
 
 impl Health {
-    /// Ready once the snapshot is restored and the first sweep is done; stays ready.
+    /// Ready once the snapshot is restored and the first sweep is done; stays ready
+    /// unless a critical task dies.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::SeqCst);
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && self.failed_task().is_none()
+    }
+
+    /// Records that critical task `task` died; the first one recorded is kept.
+    pub fn set_failed(&self, task: &'static str) {
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        failed.get_or_insert(task);
+    }
+
+    /// The critical task whose death made the service unready, if any.
+    pub fn failed_task(&self) -> Option<&'static str> {
+        *self.failed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -76,12 +91,17 @@ async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    if s.health.is_ready() {
-        (StatusCode::OK, "ready\n")
+    if let Some(task) = s.health.failed_task() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: task {task} died (see agentwatch_task_up)\n"),
+        )
+    } else if s.health.is_ready() {
+        (StatusCode::OK, "ready\n".to_owned())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: restoring state or first sweep not done\n",
+            "not ready: restoring state or first sweep not done\n".to_owned(),
         )
     }
 }
@@ -224,5 +244,50 @@ async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next
             );
             resp
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Store;
+
+    async fn readyz_of(health: Health) -> (u16, String) {
+        let (store, _work) = Store::new();
+        let app = router(Metrics::new(), health, store, QueryOptions::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            None,
+            app,
+            ServerLimits::from_config(&Default::default()),
+            stop.clone(),
+        ));
+        let resp = reqwest::get(format!("http://{addr}/readyz"))
+            .await
+            .expect("readyz answers");
+        let out = (
+            resp.status().as_u16(),
+            resp.text().await.unwrap_or_default(),
+        );
+        stop.cancel();
+        let _ = server.await;
+        out
+    }
+
+    #[tokio::test]
+    async fn readyz_is_503_naming_the_task_once_a_critical_task_died_even_after_ready() {
+        let health = Health::default();
+        health.set_ready();
+        assert_eq!(readyz_of(health.clone()).await.0, 200);
+        health.set_failed("kafka_sink");
+        health.set_failed("poller");
+        let (code, body) = readyz_of(health).await;
+        assert_eq!(code, 503);
+        assert!(body.contains("task kafka_sink died"), "{body}");
     }
 }

@@ -93,14 +93,6 @@ impl Worker {
         )
     }
 
-    /// [`run`](Self::run), logging a failure to start instead of returning it: the
-    /// receiver keeps storing messages, which a restarted worker then answers.
-    pub async fn run_logged(self, shutdown: CancellationToken) {
-        if let Err(error) = self.run(shutdown).await {
-            tracing::error!(%error, "slot worker stopped; slot messages stay unanswered");
-        }
-    }
-
     /// The consumer group: one per shard, because each replica answers only for its own
     /// agents and so must see every message.
     pub fn group_id(&self) -> String {

@@ -1,0 +1,234 @@
+//! The soak's final table and its verdict.
+
+use std::{collections::HashMap, fmt::Write as _, time::Duration};
+
+use super::{mib, SoakArgs};
+
+/// Everything printed in the final table.
+#[derive(Debug, Default)]
+pub(super) struct Report {
+    pub(super) broker: String,
+    pub(super) sweeps: HashMap<&'static str, f64>,
+    pub(super) events_acked: f64,
+    pub(super) faults_injected: u64,
+    pub(super) upstream_failures: f64,
+    pub(super) churned: Churned,
+    pub(super) restarts: u32,
+    pub(super) rss_start: u64,
+    pub(super) rss_end: u64,
+    pub(super) rss_peak: u64,
+    pub(super) samples: Vec<(Duration, u64)>,
+    pub(super) fold: FoldSummary,
+    pub(super) mismatches: Vec<String>,
+    pub(super) settle: Option<Duration>,
+    pub(super) tasks: Vec<(String, f64)>,
+    pub(super) task_failures: f64,
+    pub(super) clean_exit: Option<bool>,
+    /// Distinct events and fold mismatches of the from-the-beginning re-read.
+    pub(super) reread: (usize, usize),
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Churned {
+    pub(super) rounds: u64,
+    pub(super) flapped: u64,
+    pub(super) versions: u64,
+    pub(super) added: u64,
+    pub(super) removed: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct FoldSummary {
+    pub(super) records: u64,
+    pub(super) distinct: usize,
+    pub(super) agents: usize,
+    pub(super) duplicates: u64,
+    pub(super) seq_gaps: u64,
+    pub(super) out_of_order: u64,
+    pub(super) undecodable: u64,
+    pub(super) errors: u64,
+}
+
+impl Report {
+    /// The first RSS sample taken at least `after` into the run, else the start sample;
+    /// never the end sample (the last one), which it is compared with.
+    pub(super) fn baseline(&self, after: Duration) -> (Duration, u64) {
+        let before_end = &self.samples[..self.samples.len().saturating_sub(1)];
+        before_end
+            .iter()
+            .find(|(at, _)| *at >= after)
+            .copied()
+            .unwrap_or((Duration::ZERO, self.rss_start))
+    }
+}
+
+pub(super) fn failures(r: &Report, args: &SoakArgs) -> Vec<String> {
+    let mut out = Vec::new();
+    if !r.mismatches.is_empty() {
+        out.push(format!(
+            "{} agents differ between the consumer's fold and the simulator (first: {})",
+            r.mismatches.len(),
+            r.mismatches[0]
+        ));
+    }
+    if r.reread.0 < r.fold.distinct || r.reread.1 > 0 {
+        out.push(format!(
+            "re-reading the topic from the beginning found {} of {} events, {} agents differ",
+            r.reread.0, r.fold.distinct, r.reread.1
+        ));
+    }
+    if r.fold.seq_gaps > 0 {
+        out.push(format!("{} seq gaps (lost events)", r.fold.seq_gaps));
+    }
+    if r.fold.undecodable > 0 {
+        out.push(format!("{} undecodable events", r.fold.undecodable));
+    }
+    if r.tasks.is_empty() || r.tasks.iter().any(|(_, v)| *v != 1.0) {
+        out.push(format!("tasks not all up at the end: {:?}", r.tasks));
+    }
+    if r.task_failures > 0.0 {
+        out.push(format!(
+            "{} task exits with error or panic",
+            r.task_failures
+        ));
+    }
+    let (at, baseline) = r.baseline(args.rss_baseline_at);
+    if r.rss_end as f64 > baseline as f64 * (1.0 + args.rss_growth) {
+        out.push(format!(
+            "RSS grew from {} (at {:.1}m) to {} (limit +{:.0}%)",
+            mib(baseline),
+            at.as_secs_f64() / 60.0,
+            mib(r.rss_end),
+            args.rss_growth * 100.0
+        ));
+    }
+    if r.clean_exit != Some(true) {
+        out.push("the service did not stop cleanly on SIGTERM".into());
+    }
+    out
+}
+
+pub(super) fn print_report(r: &Report, args: &SoakArgs, failures: &[String]) {
+    let mut t = String::new();
+    let row = |t: &mut String, k: &str, v: String| {
+        let _ = writeln!(t, "  {k:<28} {v}");
+    };
+    let _ = writeln!(t, "\nsoak report");
+    row(
+        &mut t,
+        "duration",
+        humantime::format_duration(args.duration).to_string(),
+    );
+    row(&mut t, "agents", args.agents.to_string());
+    row(&mut t, "broker", r.broker.clone());
+    row(
+        &mut t,
+        "broker outages",
+        format!(
+            "{} (every {}, {} each)",
+            r.restarts,
+            humantime::format_duration(args.restart_every),
+            humantime::format_duration(args.outage_length)
+        ),
+    );
+    row(
+        &mut t,
+        "sweeps",
+        format!(
+            "{} success, {} partial, {} failed",
+            r.sweeps.get("success").copied().unwrap_or(0.0),
+            r.sweeps.get("partial").copied().unwrap_or(0.0),
+            r.sweeps.get("failed").copied().unwrap_or(0.0)
+        ),
+    );
+    row(
+        &mut t,
+        "upstream faults",
+        format!(
+            "{} injected (rate {}), {} failed calls seen",
+            r.faults_injected, args.fault_rate, r.upstream_failures
+        ),
+    );
+    let c = r.churned;
+    row(
+        &mut t,
+        "churn",
+        format!(
+            "{} rounds: {} flaps, {} versions, {} added, {} removed",
+            c.rounds, c.flapped, c.versions, c.added, c.removed
+        ),
+    );
+    row(&mut t, "events acknowledged", r.events_acked.to_string());
+    let f = r.fold;
+    row(
+        &mut t,
+        "consumer",
+        format!(
+            "{} records, {} distinct ids, {} re-delivered, {} seq gaps, {} out of order, {} errors",
+            f.records, f.distinct, f.duplicates, f.seq_gaps, f.out_of_order, f.errors
+        ),
+    );
+    row(
+        &mut t,
+        "fold vs simulator",
+        match (&r.settle, r.mismatches.len()) {
+            (Some(d), _) => format!(
+                "{} agents, all equal (settled in {:.1}s)",
+                f.agents,
+                d.as_secs_f64()
+            ),
+            (None, n) => format!("{n} agents differ after {:?}", args.settle_timeout),
+        },
+    );
+    row(
+        &mut t,
+        "re-read from the beginning",
+        format!(
+            "{} distinct events, {} agents differ from the simulator",
+            r.reread.0, r.reread.1
+        ),
+    );
+    let (at, baseline) = r.baseline(args.rss_baseline_at);
+    row(
+        &mut t,
+        "RSS start / baseline / end",
+        format!(
+            "{} / {} (at {:.1}m) / {}; peak {}",
+            mib(r.rss_start),
+            mib(baseline),
+            at.as_secs_f64() / 60.0,
+            mib(r.rss_end),
+            mib(r.rss_peak)
+        ),
+    );
+    let samples: Vec<String> = r
+        .samples
+        .iter()
+        .map(|(at, rss)| format!("{:.1}m:{}", at.as_secs_f64() / 60.0, mib(*rss)))
+        .collect();
+    row(&mut t, "RSS samples", samples.join(" "));
+    let tasks: Vec<String> = r.tasks.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    row(&mut t, "task_up at end", tasks.join(" "));
+    row(
+        &mut t,
+        "task error/panic exits",
+        r.task_failures.to_string(),
+    );
+    row(
+        &mut t,
+        "clean stop on SIGTERM",
+        r.clean_exit.map_or("-".into(), |b| b.to_string()),
+    );
+    if failures.is_empty() {
+        let _ = writeln!(t, "  RESULT                       PASS");
+    } else {
+        let _ = writeln!(t, "  RESULT                       FAIL");
+        for f in failures {
+            let _ = writeln!(t, "    - {f}");
+        }
+        for m in r.mismatches.iter().take(10) {
+            let _ = writeln!(t, "    mismatch: {m}");
+        }
+    }
+    println!("{t}");
+}
