@@ -76,7 +76,21 @@ fn restore_blocking(
     timeout: Duration,
 ) -> Result<RestoreReport, SinkError> {
     let topic = cfg.state_topic.as_str();
-    let consumer: BaseConsumer<QuietEofContext> = client_config(cfg)
+    let mut client = client_config(cfg);
+    // librdkafka stops fetching a partition whose local queue is full and, by default,
+    // waits a whole second before fetching it again: a restore that decodes as fast as
+    // it reads then idled most of the time (1M agents: 8.5 s → 2.5 s). And the end of
+    // a partition is only known once a fetch comes back empty, which the broker holds
+    // for `fetch.wait.max.ms` (500 ms by default). Unless the user chose otherwise.
+    for (key, value) in [
+        ("fetch.queue.backoff.ms", "10"),
+        ("fetch.wait.max.ms", "100"),
+    ] {
+        if !cfg.options.contains_key(key) {
+            client.set(key, value);
+        }
+    }
+    let consumer: BaseConsumer<QuietEofContext> = client
         // A fresh group each time: nothing is committed, we always read from the start.
         .set(
             "group.id",
@@ -110,9 +124,9 @@ fn restore_blocking(
             .map_err(SinkError::Client)?;
     }
     consumer.assign(&tpl).map_err(SinkError::Client)?;
+    let start = Instant::now();
     reserve_for(&consumer, topic, &partitions, shard, store);
 
-    let start = Instant::now();
     let mut last_progress = start;
     let mut report = RestoreReport::default();
     let mut at_end: HashSet<i32> = HashSet::new();
