@@ -20,6 +20,7 @@ pub mod consumer;
 mod control;
 mod report;
 mod service;
+mod witness;
 
 use std::{
     collections::HashMap,
@@ -40,8 +41,10 @@ use consumer::FoldingConsumer;
 use control::{churn, Control};
 use report::{failures, print_report, FoldSummary, Report};
 use service::{ChildGuard, Service};
+use witness::Witness;
 
 const SECRET: &str = "soak-secret";
+const WITNESS_TOPIC: &str = "agentwatch-soak-witness";
 
 /// `agentwatch soak` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -106,6 +109,11 @@ pub struct SoakArgs {
     pub dir: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Records per second of the broker witness, a plain producer with the sink's
+    /// settings writing to a topic of its own through the same outages: a record it had
+    /// acknowledged and the topic lacks at the end was lost by the broker (0: off).
+    #[arg(long, default_value_t = 200)]
+    pub witness_rate: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +207,18 @@ pub async fn run(args: SoakArgs, stop: CancellationToken) -> Result<(), SoakErro
             detail: e.to_string(),
         }
     })?;
+
+    let witness = match args.witness_rate {
+        0 => None,
+        rate => Some(
+            Witness::start(&cfg.kafka, WITNESS_TOPIC, rate)
+                .await
+                .map_err(|e| SoakError::Start {
+                    what: "the broker witness",
+                    detail: e.to_string(),
+                })?,
+        ),
+    };
 
     // Start: ready, and the initial snapshot acknowledged.
     let t0 = Instant::now();
@@ -344,6 +364,12 @@ pub async fn run(args: SoakArgs, stop: CancellationToken) -> Result<(), SoakErro
     });
     report.clean_exit = Some(service.stop().await);
     drop(consumer);
+    if let Some(w) = witness {
+        report.witness = Some(w.finish().await.map_err(|e| SoakError::Io {
+            what: "reading the broker witness back",
+            detail: e.to_string(),
+        })?);
+    }
     // A second consumer reads the topic from the beginning: after every restart the
     // broker must still hold each acknowledged event (a broker that lost its log would
     // go unnoticed by the live consumer, which was already past it).

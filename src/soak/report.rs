@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, fmt::Write as _, time::Duration};
 
-use super::{mib, SoakArgs};
+use super::{mib, witness::WitnessSummary, SoakArgs};
 
 /// Everything printed in the final table.
 #[derive(Debug, Default)]
@@ -26,6 +26,7 @@ pub(super) struct Report {
     pub(super) clean_exit: Option<bool>,
     /// Distinct events and fold mismatches of the from-the-beginning re-read.
     pub(super) reread: (usize, usize),
+    pub(super) witness: Option<WitnessSummary>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -75,6 +76,21 @@ pub(super) fn failures(r: &Report, args: &SoakArgs) -> Vec<String> {
         out.push(format!(
             "re-reading the topic from the beginning found {} of {} events, {} agents differ",
             r.reread.0, r.fold.distinct, r.reread.1
+        ));
+    }
+    let unaccounted = r.events_acked - r.fold.distinct as f64;
+    if unaccounted > 0.0 {
+        out.push(format!(
+            "{unaccounted} events acknowledged to the service are not in the topic"
+        ));
+    }
+    if let Some(w) = r.witness.as_ref().filter(|w| !w.lost.is_empty()) {
+        out.push(format!(
+            "the broker lost {} of the {} records it acknowledged to the witness (first: #{}): \
+             it loses acknowledged writes, with no agentwatch code involved",
+            w.lost.len(),
+            w.acked,
+            w.lost[0]
         ));
     }
     if r.fold.seq_gaps > 0 {
@@ -159,6 +175,25 @@ pub(super) fn print_report(r: &Report, args: &SoakArgs, failures: &[String]) {
         ),
     );
     row(&mut t, "events acknowledged", r.events_acked.to_string());
+    if let Some(w) = &r.witness {
+        let first: Vec<String> = w.lost.iter().take(10).map(|n| format!("#{n}")).collect();
+        row(
+            &mut t,
+            "broker witness",
+            format!(
+                "{} sent, {} acknowledged, {} failed, {} read back (last offset {:?}, \
+                 watermarks {:?}), {} acknowledged but lost {}",
+                w.sent,
+                w.acked,
+                w.failed,
+                w.read_back,
+                w.last_offset,
+                w.watermarks,
+                w.lost.len(),
+                first.join(" ")
+            ),
+        );
+    }
     let f = r.fold;
     row(
         &mut t,
