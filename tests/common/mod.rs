@@ -66,13 +66,10 @@ impl Broker {
 
     /// Sends a signal to the private broker process (e.g. "STOP", "CONT").
     pub fn signal(&self, sig: &str) {
-        let pid = self.pid().expect("only private brokers can be signalled");
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &pid.to_string()])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "kill -{sig} {pid} failed");
+        send_signal(
+            self.pid().expect("only private brokers can be signalled"),
+            sig,
+        );
     }
 }
 
@@ -83,6 +80,16 @@ impl Drop for Broker {
             let _ = c.wait();
         }
     }
+}
+
+/// `kill -<sig> <pid>`; panics when it fails.
+fn send_signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill -{sig} {pid} failed");
 }
 
 pub fn tansu_bin() -> PathBuf {
@@ -640,13 +647,7 @@ impl ServiceProcess {
 
     /// Sends a signal by name ("TERM", "KILL", ...) to the child.
     pub fn signal(&self, sig: &str) {
-        let pid = self.pid();
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &pid.to_string()])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "kill -{sig} {pid} failed");
+        send_signal(self.pid(), sig);
     }
 
     /// Waits for the child to exit; `None` when it is still running after `timeout`.
