@@ -5,8 +5,18 @@ mod common;
 
 use std::collections::HashSet;
 
-use agentwatch::{proto::v1::Op, sim::SimConfig, sources::gse::GseApi};
+use agentwatch::{config::Config, proto::v1::Op, sim::SimConfig, sources::gse::GseApi};
 use common::*;
+
+/// The harness config with GSE 1.x reachable through the ESB, and `api` choosing
+/// between the two.
+fn gse_config(sim: &Sim, brokers: &str, name: &str, api: GseApi) -> Config {
+    let mut cfg = service_config(sim, brokers, name);
+    cfg.gse.api = api;
+    cfg.gse.esb_base_url = format!("http://{}/api/c/compapi/v2/gse/", sim.addr);
+    cfg.validate().expect("valid");
+    cfg
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gse_v1_with_mixed_ipv4_and_ipv6_hosts_watches_ipv4_and_reports_the_rest() {
@@ -18,10 +28,7 @@ async fn gse_v1_with_mixed_ipv4_and_ipv6_hosts_watches_ipv4_and_reports_the_rest
         ..SimConfig::default()
     })
     .await;
-    let mut cfg = service_config(&sim, &broker.brokers, "gse-v1");
-    cfg.gse.api = GseApi::V1;
-    cfg.gse.esb_base_url = format!("http://{}/api/c/compapi/v2/gse/", sim.addr);
-    cfg.validate().expect("valid");
+    let cfg = gse_config(&sim, &broker.brokers, "gse-v1", GseApi::V1);
     let svc = Service::start(&cfg).await;
     svc.settle().await;
 
@@ -98,10 +105,7 @@ async fn auto_falls_back_to_gse_v1_when_v2_does_not_exist() {
         ..SimConfig::default()
     })
     .await;
-    let mut cfg = service_config(&sim, &broker.brokers, "gse-auto");
-    cfg.gse.api = GseApi::Auto;
-    cfg.gse.esb_base_url = format!("http://{}/api/c/compapi/v2/gse/", sim.addr);
-    cfg.validate().expect("valid");
+    let cfg = gse_config(&sim, &broker.brokers, "gse-auto", GseApi::Auto);
     let svc = Service::start(&cfg).await;
     svc.settle().await;
 
@@ -126,10 +130,7 @@ async fn auto_falls_back_to_gse_v1_when_v2_does_not_exist() {
 async fn auto_stays_on_v2_when_it_exists() {
     let broker = Broker::shared();
     let sim = Sim::agents(50, 13).await;
-    let mut cfg = service_config(&sim, &broker.brokers, "gse-auto-v2");
-    cfg.gse.api = GseApi::Auto;
-    cfg.gse.esb_base_url = format!("http://{}/api/c/compapi/v2/gse/", sim.addr);
-    cfg.validate().expect("valid");
+    let cfg = gse_config(&sim, &broker.brokers, "gse-auto-v2", GseApi::Auto);
     let svc = Service::start(&cfg).await;
     svc.settle().await;
     let events = read_events(&broker.brokers, &cfg.kafka.events_topic);
