@@ -154,6 +154,33 @@ impl Sim {
         tokio::spawn(sim.clone().serve(listener, stop.clone()));
         Sim { sim, addr, stop }
     }
+
+    /// `n` running agents a test may change (GSE knows them, so a new status is
+    /// visible); panics when the simulation has fewer.
+    pub fn running_agents(&self, n: usize) -> Vec<String> {
+        let ids: Vec<String> = self
+            .sim
+            .truth()
+            .into_iter()
+            .filter(|t| t.in_gse && t.status_code == 2)
+            .take(n)
+            .map(|t| t.agent_id)
+            .collect();
+        assert_eq!(ids.len(), n, "enough running agents in the simulation");
+        ids
+    }
+
+    /// One running agent a test may change (see [`Sim::running_agents`]).
+    pub fn running_agent(&self) -> String {
+        self.running_agents(1).remove(0)
+    }
+
+    /// Sets the GSE status code of every agent of `ids` (each must exist).
+    pub fn set_status_of(&self, ids: &[String], status_code: i32) {
+        for id in ids {
+            assert!(self.sim.set_status(id, status_code), "no agent {id}");
+        }
+    }
 }
 
 impl Drop for Sim {
