@@ -224,6 +224,9 @@ pub fn service_config(sim: &Sim, brokers: &str, name: &str) -> Config {
 pub struct Service {
     pub running: Option<Running>,
     pub stop: CancellationToken,
+    /// `kafka.brokers` and `kafka.events_topic`, for [`Service::events_after`].
+    brokers: String,
+    events_topic: String,
 }
 
 impl Service {
@@ -235,6 +238,8 @@ impl Service {
         Service {
             running: Some(running),
             stop,
+            brokers: cfg.kafka.brokers.clone(),
+            events_topic: cfg.kafka.events_topic.clone(),
         }
     }
 
@@ -277,6 +282,23 @@ impl Service {
             .await
             .expect("a sweep within 30s")
             .expect("sweep channel open");
+    }
+
+    /// Runs `change` (on the simulator) right after a sweep, then waits for three more
+    /// sweeps and every acknowledgement: the first sees the change whole, the other two
+    /// show whether anything else follows.
+    pub async fn change_between_sweeps(&self, change: impl FnOnce()) {
+        self.between_sweeps().await;
+        change();
+        self.settle_after_sweeps(3).await;
+    }
+
+    /// [`Service::change_between_sweeps`], returning the events that followed: those
+    /// not in the events topic before `change`.
+    pub async fn events_after(&self, change: impl FnOnce()) -> Vec<AgentEvent> {
+        let seen = event_ids(&self.brokers, &self.events_topic);
+        self.change_between_sweeps(change).await;
+        events_since(&self.brokers, &self.events_topic, &seen)
     }
 
     pub async fn metrics(&self) -> String {
