@@ -447,11 +447,12 @@ async fn a_gse_answer_one_byte_over_max_response_bytes_fails_only_its_batch_and_
 
     svc.between_sweeps().await;
     proxy.on.store(true, Ordering::SeqCst);
-    svc.between_sweeps().await;
     // Both change while the padding is on.
-    assert!(sim.sim.set_status(&over, 3));
-    assert!(sim.sim.set_status(&at, 3));
-    svc.settle_after_sweeps(3).await;
+    svc.change_between_sweeps(|| {
+        assert!(sim.sim.set_status(&over, 3));
+        assert!(sim.sim.set_status(&at, 3));
+    })
+    .await;
     assert!(proxy.padded_over.load(Ordering::SeqCst) >= 3);
     assert!(proxy.padded_at.load(Ordering::SeqCst) >= 3);
 
@@ -523,21 +524,11 @@ async fn records_in_flight_stop_at_exactly_max_in_flight_and_the_rest_wait_until
     svc.settle().await;
     let events = &cfg.kafka.events_topic;
     let before = event_ids(&broker.brokers, events);
-    let changed: Vec<String> = sim
-        .sim
-        .truth()
-        .into_iter()
-        .filter(|t| t.in_gse && t.status_code == 2)
-        .take(20)
-        .map(|t| t.agent_id)
-        .collect();
-    assert_eq!(changed.len(), 20);
+    let changed = sim.running_agents(20);
 
     broker.signal("STOP");
     svc.between_sweeps().await;
-    for id in &changed {
-        assert!(sim.sim.set_status(id, 3));
-    }
+    sim.set_status_of(&changed, 3);
     let running = svc.running();
     next_sweeps(running, 2).await;
     // 20 changes = 40 records (event + state); exactly 5 are handed to the producer.
@@ -615,9 +606,8 @@ async fn an_inventory_one_host_over_max_hosts_keeps_the_last_one_and_sweeps_go_o
         100.0
     );
     // ... and the sweeps go on over the kept inventory: a status change is an event.
-    svc.between_sweeps().await;
-    assert!(sim.sim.set_status(&victim, 3));
-    svc.settle_after_sweeps(3).await;
+    svc.change_between_sweeps(|| assert!(sim.sim.set_status(&victim, 3)))
+        .await;
     let new = events_since(&broker.brokers, events, &before);
     let ops: Vec<(i32, String)> = new
         .iter()

@@ -94,22 +94,9 @@ async fn changing_n_agents_yields_exactly_n_update_events_and_no_others() {
     let cfg = service_config(&sim, &broker.brokers, "n-updates");
     let svc = Service::start(&cfg).await;
     svc.settle().await;
-    let before = event_ids(&broker.brokers, &cfg.kafka.events_topic);
 
-    let changed: Vec<_> = sim
-        .sim
-        .truth()
-        .into_iter()
-        .filter(|t| t.in_gse && t.status_code == 2)
-        .take(25)
-        .collect();
-    svc.between_sweeps().await;
-    for t in &changed {
-        assert!(sim.sim.set_status(&t.agent_id, 3));
-    }
-    svc.settle_after_sweeps(3).await;
-
-    let new = events_since(&broker.brokers, &cfg.kafka.events_topic, &before);
+    let changed = sim.running_agents(25);
+    let new = svc.events_after(|| sim.set_status_of(&changed, 3)).await;
     assert_eq!(
         new.len(),
         changed.len(),
@@ -119,7 +106,7 @@ async fn changing_n_agents_yields_exactly_n_update_events_and_no_others() {
         assert_eq!(ev.op, Op::Update as i32);
         let b = ev.before.as_ref().expect("before");
         let a = ev.after.as_ref().expect("after");
-        assert!(changed.iter().any(|t| t.agent_id == a.agent_id));
+        assert!(changed.contains(&a.agent_id));
         assert_eq!(
             (b.status_code, b.status.as_str(), b.alive),
             (2, "running", true)
@@ -203,23 +190,17 @@ async fn agents_gse_does_not_know_are_not_found_and_a_forgotten_agent_is_a_real_
     cfg.gse.batch_size = 10;
     let svc = Service::start(&cfg).await;
     svc.settle().await;
-    let before = event_ids(&broker.brokers, &cfg.kafka.events_topic);
 
     // A whole batch GSE no longer knows: GSE answers 1011003 for it.
-    let inv = sim.sim.truth();
-    let running: Vec<_> = inv
-        .iter()
-        .filter(|t| t.status_code == 2)
-        .take(10)
-        .cloned()
-        .collect();
-    svc.between_sweeps().await;
-    for t in &running {
-        assert!(sim.sim.forget_in_gse(&t.agent_id));
-    }
-    svc.settle_after_sweeps(3).await;
-    let new = events_since(&broker.brokers, &cfg.kafka.events_topic, &before);
-    assert_eq!(new.len(), running.len());
+    let forgotten = sim.running_agents(10);
+    let new = svc
+        .events_after(|| {
+            for id in &forgotten {
+                assert!(sim.sim.forget_in_gse(id));
+            }
+        })
+        .await;
+    assert_eq!(new.len(), forgotten.len());
     for ev in &new {
         let a = ev.after.as_ref().expect("after");
         assert_eq!(ev.op, Op::Update as i32);
@@ -326,21 +307,15 @@ async fn tail_prints_one_readable_line_per_event_filtered_by_agent_and_op() {
     let cfg = service_config(&sim, &broker.brokers, "tail");
     let svc = Service::start(&cfg).await;
     svc.settle().await;
-    let target = sim
-        .sim
-        .truth()
-        .into_iter()
-        .find(|t| t.in_gse && t.status_code == 2)
-        .expect("a running agent");
-    svc.between_sweeps().await;
-    assert!(sim.sim.set_status(&target.agent_id, 3));
-    svc.settle_after_sweeps(3).await;
+    let target = sim.running_agent();
+    svc.change_between_sweeps(|| assert!(sim.sim.set_status(&target, 3)))
+        .await;
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_agentwatch"))
         .args(["tail", "--brokers", &broker.brokers, "--topic"])
         .arg(&cfg.kafka.events_topic)
         .args(["--from-beginning", "--idle-timeout", "5s", "--agent"])
-        .arg(&target.agent_id)
+        .arg(&target)
         .output()
         .expect("tail runs");
     assert!(
@@ -355,7 +330,7 @@ async fn tail_prints_one_readable_line_per_event_filtered_by_agent_and_op() {
         2,
         "snapshot + update of that agent only:\n{stdout}"
     );
-    assert!(lines[0].contains("snapshot") && lines[0].contains(&target.agent_id));
+    assert!(lines[0].contains("snapshot") && lines[0].contains(&target));
     assert!(lines[1].contains("update") && lines[1].contains("status running → lossy"));
 
     let json = std::process::Command::new(env!("CARGO_BIN_EXE_agentwatch"))
@@ -377,6 +352,6 @@ async fn tail_prints_one_readable_line_per_event_filtered_by_agent_and_op() {
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0]["after"]["agent_id"], target.agent_id.as_str());
+    assert_eq!(events[0]["after"]["agent_id"], target.as_str());
     svc.stop().await;
 }

@@ -35,20 +35,6 @@ fn sim_config(agents: usize) -> SimConfig {
     }
 }
 
-/// Running agents the test may change (GSE knows them, so a new status is visible).
-fn running_agents(sim: &Sim, n: usize) -> Vec<String> {
-    let ids: Vec<String> = sim
-        .sim
-        .truth()
-        .into_iter()
-        .filter(|t| t.in_gse && t.status_code == 2)
-        .take(n)
-        .map(|t| t.agent_id)
-        .collect();
-    assert_eq!(ids.len(), n, "enough running agents in the simulation");
-    ids
-}
-
 /// What the events topic says, checked the way a consumer that drops re-deliveries
 /// by `event_id` would read it.
 #[derive(Debug, Default)]
@@ -152,7 +138,7 @@ async fn broker_outage_of_30s_loses_no_change_and_keeps_per_agent_order() {
     let svc = Service::start(&cfg).await;
     svc.settle().await;
     let running = svc.running();
-    let changed = running_agents(&sim, 20);
+    let changed = sim.running_agents(20);
 
     broker.signal("STOP");
     let down = Instant::now();
@@ -277,14 +263,12 @@ async fn broker_outage_longer_than_the_message_timeout_is_recovered_from() {
     let svc = Service::start(&cfg).await;
     svc.settle().await;
     let running = svc.running();
-    let changed = running_agents(&sim, 10);
+    let changed = sim.running_agents(10);
 
     broker.signal("STOP");
     let down = Instant::now();
     svc.between_sweeps().await;
-    for id in &changed {
-        assert!(sim.sim.set_status(id, 3));
-    }
+    sim.set_status_of(&changed, 3);
     // The produce request sent to the paused broker times out on the client.
     let metrics = running.metrics.clone();
     wait_until(
@@ -348,7 +332,7 @@ async fn mock_cluster_request_errors_and_broker_down_are_retried_until_delivered
     let svc = Service::start(&cfg).await;
     svc.settle().await;
     let running = svc.running();
-    let agents = running_agents(&sim, 20);
+    let agents = sim.running_agents(20);
     let (group_a, group_b) = agents.split_at(10);
     let mut changes = 0;
 

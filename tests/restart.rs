@@ -90,18 +90,8 @@ async fn restart_after_sigkill_emits_each_change_made_while_down_exactly_once() 
     wait_state(&broker.brokers, state, 500).await;
     first.kill9();
 
-    let changed: Vec<String> = sim
-        .sim
-        .truth()
-        .into_iter()
-        .filter(|t| t.in_gse && t.status_code == 2)
-        .take(15)
-        .map(|t| t.agent_id)
-        .collect();
-    assert_eq!(changed.len(), 15);
-    for id in &changed {
-        assert!(sim.sim.set_status(id, 3));
-    }
+    let changed = sim.running_agents(15);
+    sim.set_status_of(&changed, 3);
 
     let mut second = ServiceProcess::spawn(&cfg, dir.path(), "second");
     let started = Instant::now();
@@ -182,18 +172,9 @@ async fn graceful_sigterm_flushes_and_exits_zero() {
 
     // Changes observed by a sweep, then SIGTERM at once: whatever is still pending must
     // be flushed within the grace period.
-    let changed: Vec<String> = sim
-        .sim
-        .truth()
-        .into_iter()
-        .filter(|t| t.in_gse && t.status_code == 2)
-        .take(10)
-        .map(|t| t.agent_id)
-        .collect();
+    let changed = sim.running_agents(10);
     child.between_sweeps().await;
-    for id in &changed {
-        assert!(sim.sim.set_status(id, 4));
-    }
+    sim.set_status_of(&changed, 4);
     child.wait_sweeps(1, Duration::from_secs(30)).await;
     let signalled = Instant::now();
     child.signal("TERM");
@@ -296,18 +277,9 @@ async fn sigterm_while_kafka_is_down_exits_after_the_grace_and_the_next_start_em
     wait_state(&broker.brokers, state, 200).await;
 
     broker.signal("STOP");
-    let changed: Vec<String> = sim
-        .sim
-        .truth()
-        .into_iter()
-        .filter(|t| t.in_gse && t.status_code == 2)
-        .take(10)
-        .map(|t| t.agent_id)
-        .collect();
+    let changed = sim.running_agents(10);
     first.between_sweeps().await;
-    for id in &changed {
-        assert!(sim.sim.set_status(id, 3));
-    }
+    sim.set_status_of(&changed, 3);
     first.wait_sweeps(2, Duration::from_secs(30)).await;
     let pending = metric_value(&first.metrics().await, "agentwatch_pending_changes ");
     assert_eq!(pending, 10.0, "the changes wait for Kafka");
@@ -340,10 +312,7 @@ async fn sigterm_while_kafka_is_down_exits_after_the_grace_and_the_next_start_em
     let mut second = ServiceProcess::spawn(&cfg, dir.path(), "second");
     second.wait_ready(Duration::from_secs(60)).await;
     wait_events(&second, &broker.brokers, events, 200 + 10).await;
-    let new: Vec<_> = read_events(&broker.brokers, events)
-        .into_iter()
-        .filter(|e| !snapshot.contains(&e.event_id))
-        .collect();
+    let new = events_since(&broker.brokers, events, &snapshot);
     let distinct: HashSet<&str> = new.iter().map(|e| e.event_id.as_str()).collect();
     println!(
         "SIGTERM with Kafka paused: {status} after {took:.2?} (grace {:?}); next start \

@@ -21,7 +21,7 @@ use rdkafka::{
 };
 
 use super::BenchError;
-use crate::sinks::kafka::{self, KafkaConfig};
+use crate::sinks::kafka::{self, to_end, KafkaConfig};
 
 /// One baseline measurement.
 #[derive(Debug)]
@@ -153,43 +153,21 @@ pub(crate) async fn run(
 /// Reads `topic` from the beginning until every partition reported its end, the way
 /// the restore does, but without decoding; returns the seconds it took.
 fn consume_all(cfg: &KafkaConfig, topic: &str) -> Result<f64, BenchError> {
-    use rdkafka::{
-        consumer::{BaseConsumer, Consumer},
-        Offset, TopicPartitionList,
-    };
-    let consumer: BaseConsumer<kafka::restore::QuietEofContext> = kafka::client_config(cfg)
-        .set(
-            "group.id",
-            format!("bench-baseline-{}", uuid::Uuid::new_v4()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create_with_context(kafka::restore::QuietEofContext)
+    let consumer = to_end::consumer(kafka::client_config(cfg), "bench-baseline")
         .map_err(|e| start_err("baseline consumer", e))?;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..cfg.partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .map_err(|e| start_err("baseline consumer", e))?;
-    }
-    consumer
-        .assign(&tpl)
+    let partitions: Vec<i32> = (0..cfg.partitions).collect();
+    to_end::assign_from_beginning(&consumer, topic, &partitions)
         .map_err(|e| start_err("baseline consumer", e))?;
     let t = Instant::now();
-    let mut at_end = std::collections::HashSet::new();
-    while at_end.len() < cfg.partitions as usize {
-        if t.elapsed() > Duration::from_secs(300) {
-            return Err(BenchError::Timeout("baseline consume"));
-        }
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                at_end.remove(&m.partition());
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                at_end.insert(p);
-            }
-            _ => {}
-        }
-    }
+    to_end::read(
+        &consumer,
+        partitions.len(),
+        t,
+        Duration::from_secs(300),
+        |_| {},
+        |_| {},
+    )
+    .map_err(|to_end::TimedOut| BenchError::Timeout("baseline consume"))?;
     Ok(t.elapsed().as_secs_f64())
 }
 

@@ -8,7 +8,7 @@
 //! name of its field before anything connects.
 
 mod client;
-mod listener;
+mod handshake;
 mod pem;
 mod server;
 
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use client::ClientTlsConfig;
-pub use listener::handshake;
+pub use handshake::handshake;
 pub use server::ServerTlsConfig;
 
 /// Lowest TLS version accepted (`min_version`).

@@ -66,13 +66,10 @@ impl Broker {
 
     /// Sends a signal to the private broker process (e.g. "STOP", "CONT").
     pub fn signal(&self, sig: &str) {
-        let pid = self.pid().expect("only private brokers can be signalled");
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &pid.to_string()])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "kill -{sig} {pid} failed");
+        send_signal(
+            self.pid().expect("only private brokers can be signalled"),
+            sig,
+        );
     }
 }
 
@@ -83,6 +80,16 @@ impl Drop for Broker {
             let _ = c.wait();
         }
     }
+}
+
+/// `kill -<sig> <pid>`; panics when it fails.
+fn send_signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill -{sig} {pid} failed");
 }
 
 pub fn tansu_bin() -> PathBuf {
@@ -147,6 +154,33 @@ impl Sim {
         tokio::spawn(sim.clone().serve(listener, stop.clone()));
         Sim { sim, addr, stop }
     }
+
+    /// `n` running agents a test may change (GSE knows them, so a new status is
+    /// visible); panics when the simulation has fewer.
+    pub fn running_agents(&self, n: usize) -> Vec<String> {
+        let ids: Vec<String> = self
+            .sim
+            .truth()
+            .into_iter()
+            .filter(|t| t.in_gse && t.status_code == 2)
+            .take(n)
+            .map(|t| t.agent_id)
+            .collect();
+        assert_eq!(ids.len(), n, "enough running agents in the simulation");
+        ids
+    }
+
+    /// One running agent a test may change (see [`Sim::running_agents`]).
+    pub fn running_agent(&self) -> String {
+        self.running_agents(1).remove(0)
+    }
+
+    /// Sets the GSE status code of every agent of `ids` (each must exist).
+    pub fn set_status_of(&self, ids: &[String], status_code: i32) {
+        for id in ids {
+            assert!(self.sim.set_status(id, status_code), "no agent {id}");
+        }
+    }
 }
 
 impl Drop for Sim {
@@ -190,6 +224,9 @@ pub fn service_config(sim: &Sim, brokers: &str, name: &str) -> Config {
 pub struct Service {
     pub running: Option<Running>,
     pub stop: CancellationToken,
+    /// `kafka.brokers` and `kafka.events_topic`, for [`Service::events_after`].
+    brokers: String,
+    events_topic: String,
 }
 
 impl Service {
@@ -201,6 +238,8 @@ impl Service {
         Service {
             running: Some(running),
             stop,
+            brokers: cfg.kafka.brokers.clone(),
+            events_topic: cfg.kafka.events_topic.clone(),
         }
     }
 
@@ -243,6 +282,23 @@ impl Service {
             .await
             .expect("a sweep within 30s")
             .expect("sweep channel open");
+    }
+
+    /// Runs `change` (on the simulator) right after a sweep, then waits for three more
+    /// sweeps and every acknowledgement: the first sees the change whole, the other two
+    /// show whether anything else follows.
+    pub async fn change_between_sweeps(&self, change: impl FnOnce()) {
+        self.between_sweeps().await;
+        change();
+        self.settle_after_sweeps(3).await;
+    }
+
+    /// [`Service::change_between_sweeps`], returning the events that followed: those
+    /// not in the events topic before `change`.
+    pub async fn events_after(&self, change: impl FnOnce()) -> Vec<AgentEvent> {
+        let seen = event_ids(&self.brokers, &self.events_topic);
+        self.change_between_sweeps(change).await;
+        events_since(&self.brokers, &self.events_topic, &seen)
     }
 
     pub async fn metrics(&self) -> String {
@@ -640,13 +696,7 @@ impl ServiceProcess {
 
     /// Sends a signal by name ("TERM", "KILL", ...) to the child.
     pub fn signal(&self, sig: &str) {
-        let pid = self.pid();
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &pid.to_string()])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "kill -{sig} {pid} failed");
+        send_signal(self.pid(), sig);
     }
 
     /// Waits for the child to exit; `None` when it is still running after `timeout`.

@@ -8,6 +8,7 @@ pub mod probe;
 pub mod producer;
 pub mod restore;
 mod sink;
+pub mod to_end;
 pub mod topics;
 
 pub use config::{Format, KafkaConfig, RESERVED_OPTIONS};

@@ -1,44 +1,20 @@
 //! Start-up restore: rebuild the snapshot from the compacted state topic before the
 //! first sweep, so the first diff is against what consumers already know.
 //!
-//! The read ends when librdkafka reports end-of-partition for every partition, not at
-//! a high-watermark comparison: some brokers (tansu's memory engine) report a
-//! watermark that ends at the last batch's base offset. On Kafka proper both agree.
+//! How the read finds the end of the topic is in [`to_end`](super::to_end).
 
 use std::{
-    collections::HashSet,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use rdkafka::{
     consumer::{BaseConsumer, Consumer, ConsumerContext},
-    error::KafkaError,
-    message::{Headers, Message},
-    ClientContext, Offset, TopicPartitionList,
+    message::{BorrowedMessage, Headers, Message},
 };
 
-use super::{client_config, encode, KafkaConfig, SinkError};
+use super::{client_config, encode, to_end, KafkaConfig, SinkError};
 use crate::{shard::Shard, snapshot::Store};
-
-/// Client context of the restore consumer: end-of-partition is how the restore knows
-/// it is done, so librdkafka's global "error" for it is not logged as one.
-pub struct QuietEofContext;
-
-impl ClientContext for QuietEofContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let eof = matches!(
-            error,
-            KafkaError::PartitionEOF(_)
-                | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
-        );
-        if !eof {
-            tracing::warn!(error = %error, reason, "Kafka client error");
-        }
-    }
-}
-
-impl ConsumerContext for QuietEofContext {}
 
 /// What the restore read.
 #[derive(Debug, Default, Clone)]
@@ -90,17 +66,7 @@ fn restore_blocking(
             client.set(key, value);
         }
     }
-    let consumer: BaseConsumer<QuietEofContext> = client
-        // A fresh group each time: nothing is committed, we always read from the start.
-        .set(
-            "group.id",
-            format!("agentwatch-restore-{}", uuid::Uuid::new_v4()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
-        .create_with_context(QuietEofContext)
-        .map_err(SinkError::Client)?;
+    let consumer = to_end::consumer(client, "agentwatch-restore").map_err(SinkError::Client)?;
     let meta = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|source| SinkError::Metadata {
@@ -118,113 +84,97 @@ fn restore_blocking(
             topic: topic.to_owned(),
         });
     }
-    let mut tpl = TopicPartitionList::new();
-    for p in &partitions {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)
-            .map_err(SinkError::Client)?;
-    }
-    consumer.assign(&tpl).map_err(SinkError::Client)?;
+    to_end::assign_from_beginning(&consumer, topic, &partitions).map_err(SinkError::Client)?;
     let start = Instant::now();
     reserve_for(&consumer, topic, &partitions, shard, store);
 
-    let mut last_progress = start;
     let mut report = RestoreReport::default();
-    let mut at_end: HashSet<i32> = HashSet::new();
-    // Reading the clock per record was a measurable share of a 1M restore: it is read
-    // every 1024 records, and after every empty poll (so the timeout still holds when
-    // nothing arrives).
-    let mut since_clock = 0u32;
-    while at_end.len() < partitions.len() {
-        if since_clock >= 1024 {
-            since_clock = 0;
-            if start.elapsed() > timeout {
-                return Err(SinkError::RestoreTimeout {
-                    topic: topic.to_owned(),
-                    timeout,
-                });
-            }
-            if last_progress.elapsed() > Duration::from_secs(5) {
-                last_progress = Instant::now();
-                tracing::info!(
-                    topic,
-                    records = report.records,
-                    agents = store.len(),
-                    partitions_done = at_end.len(),
-                    partitions = partitions.len(),
-                    "restoring state"
-                );
-            }
-        }
-        since_clock += 1;
-        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-            since_clock = 1024;
-            continue;
-        };
-        let msg = match msg {
-            Ok(m) => m,
-            Err(KafkaError::PartitionEOF(p)) => {
-                at_end.insert(p);
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(topic, error = %e, "error while restoring; retrying");
-                continue;
-            }
-        };
-        // A record after EOF means the partition grew; it is not at its end any more.
-        at_end.remove(&msg.partition());
-        report.records += 1;
-        let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-            report.invalid += 1;
-            tracing::warn!(
-                topic,
-                partition = msg.partition(),
-                offset = msg.offset(),
-                "state record without a UTF-8 key; ignored"
-            );
-            continue;
-        };
-        if !shard.owns(key) {
-            // Another replica's agent: it restores it; we never saw it.
-            report.other_shards += 1;
-            continue;
-        }
-        let Some(payload) = msg.payload() else {
-            report.tombstones += 1;
-            store.restore_tombstone(key);
-            continue;
-        };
-        let ct = msg.headers().and_then(|h| {
-            h.iter()
-                .find(|h| h.key == "content-type")
-                .and_then(|h| h.value)
-        });
-        let format = cfg.format.from_content_type(ct);
-        match encode::decode_state(payload, format) {
-            Ok(rec) => match rec.state {
-                Some(state) if state.agent_id == key => {
-                    store.restore_record(key, state, rec.seq, rec.incarnation_ms)
-                }
-                _ => {
-                    report.invalid += 1;
-                    tracing::warn!(
-                        topic,
-                        partition = msg.partition(),
-                        offset = msg.offset(),
-                        "state record without a state for its key; ignored"
-                    );
-                }
-            },
-            Err(e) => {
-                report.invalid += 1;
-                tracing::warn!(topic, partition = msg.partition(), offset = msg.offset(),
-                    error = %e, "undecodable state record; ignored");
-            }
-        }
-    }
+    let progress = |p: to_end::Progress| {
+        tracing::info!(
+            topic,
+            records = p.records,
+            agents = store.len(),
+            partitions_done = p.partitions_done,
+            partitions = partitions.len(),
+            "restoring state"
+        );
+    };
+    report.records = to_end::read(
+        &consumer,
+        partitions.len(),
+        start,
+        timeout,
+        progress,
+        |msg| match msg {
+            Ok(msg) => restore_one(cfg, store, shard, &msg, &mut report),
+            Err(e) => tracing::warn!(topic, error = %e, "error while restoring; retrying"),
+        },
+    )
+    .map_err(|to_end::TimedOut| SinkError::RestoreTimeout {
+        topic: topic.to_owned(),
+        timeout,
+    })?;
     report.agents = store.len();
     report.elapsed = start.elapsed();
     Ok(report)
+}
+
+/// Restores one state record into `store`, counting what it was in `report`.
+fn restore_one(
+    cfg: &KafkaConfig,
+    store: &Store,
+    shard: Shard,
+    msg: &BorrowedMessage<'_>,
+    report: &mut RestoreReport,
+) {
+    let topic = cfg.state_topic.as_str();
+    let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+        report.invalid += 1;
+        tracing::warn!(
+            topic,
+            partition = msg.partition(),
+            offset = msg.offset(),
+            "state record without a UTF-8 key; ignored"
+        );
+        return;
+    };
+    if !shard.owns(key) {
+        // Another replica's agent: it restores it; we never saw it.
+        report.other_shards += 1;
+        return;
+    }
+    let Some(payload) = msg.payload() else {
+        report.tombstones += 1;
+        store.restore_tombstone(key);
+        return;
+    };
+    let ct = msg.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == "content-type")
+            .and_then(|h| h.value)
+    });
+    let format = cfg.format.from_content_type(ct);
+    match encode::decode_state(payload, format) {
+        Ok(rec) => match rec.state {
+            Some(state) if state.agent_id == key => {
+                store.restore_record(key, state, rec.seq, rec.incarnation_ms)
+            }
+            _ => {
+                report.invalid += 1;
+                tracing::warn!(
+                    topic,
+                    partition = msg.partition(),
+                    offset = msg.offset(),
+                    "state record without a state for its key; ignored"
+                );
+            }
+        },
+        Err(e) => {
+            report.invalid += 1;
+            tracing::warn!(topic, partition = msg.partition(), offset = msg.offset(),
+                error = %e, "undecodable state record; ignored");
+        }
+    }
 }
 
 /// Most agents room is made for ahead of a restore, whatever the watermarks claim.
