@@ -112,7 +112,7 @@ pub struct SoakArgs {
     /// Records per second of the broker witness, a plain producer with the sink's
     /// settings writing to a topic of its own through the same outages: a record it had
     /// acknowledged and the topic lacks at the end was lost by the broker (0: off).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 20)]
     pub witness_rate: u32,
 }
 

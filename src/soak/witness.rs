@@ -123,8 +123,10 @@ async fn produce(
     message_timeout: Duration,
     stop: CancellationToken,
 ) -> Sent {
-    const TICK: Duration = Duration::from_millis(20);
-    let per_tick = (rate / 50).max(1);
+    // One batch a second: tansu's S3 engine keeps a batch per object and lists them all
+    // on every fetch, so many small batches make reading the topic back take hours.
+    const TICK: Duration = Duration::from_secs(1);
+    let per_tick = rate.max(1);
     let mut out = Sent::default();
     let mut pending = FuturesUnordered::new();
     let mut tick = tokio::time::interval(TICK);
