@@ -27,10 +27,7 @@ use std::{
     sync::{atomic::Ordering, Arc},
 };
 
-use super::{
-    store::{Entry, Store},
-    view::AgentView,
-};
+use super::{entry::Entry, store::Store, view::AgentView};
 use crate::proto::v1::AgentState;
 
 /// What the index keys an agent by: host id, cloud area and IP of its latest state.
