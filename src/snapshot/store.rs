@@ -212,21 +212,17 @@ impl Store {
                     None => (true, false),
                 };
                 // Does the latest state's host id, cloud or IP move (the query index
-                // must then be rebuilt)? Decided before the entry changes; an unchanged
-                // agent with nothing pending skips it.
-                let moved = if changed {
-                    e.latest()
-                        .is_none_or(|l| !same_identity(&l.view(agent_id), observed))
-                } else {
-                    match (e.pending.as_ref(), e.base()) {
-                        (None, _) => false,
-                        (Some(p), base) => match (p.after.as_ref(), base) {
-                            (Some(p), Some(b)) => {
-                                !same_identity(&p.view(agent_id), &b.view(agent_id))
-                            }
-                            _ => true,
-                        },
-                    }
+                // must then be rebuilt)? Decided before the entry changes. Afterwards
+                // the latest state is `observed` if it changed, else the base (a
+                // pending change is dropped); an unchanged agent with nothing pending
+                // keeps its latest state, the base.
+                let moved = (changed || e.pending.is_some()) && {
+                    let after = if changed {
+                        Some(*observed)
+                    } else {
+                        e.base().map(|b| b.view(agent_id))
+                    };
+                    !same_identity(e.latest().map(|l| l.view(agent_id)), after)
                 };
                 let held = changed && debounce && !self.confirmed(&mut e, observed);
                 if held {
@@ -563,9 +559,13 @@ impl Store {
     }
 }
 
-/// Host id, cloud area and IP: what the query index keys an agent by.
-fn same_identity(a: &AgentView<'_>, b: &AgentView<'_>) -> bool {
-    a.host_id == b.host_id && a.cloud_id == b.cloud_id && a.ip == b.ip
+/// Same host id, cloud area and IP: what the query index keys an agent by. A missing
+/// state (an agent not yet known, or being deleted) matches nothing.
+fn same_identity(a: Option<AgentView<'_>>, b: Option<AgentView<'_>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.host_id == b.host_id && a.cloud_id == b.cloud_id && a.ip == b.ip,
+        _ => false,
+    }
 }
 
 #[cfg(test)]
