@@ -126,6 +126,10 @@ impl Stored {
     pub(crate) fn status_code(&self) -> i32 {
         self.status_code
     }
+
+    pub(crate) fn observed_at_ms(&self) -> i64 {
+        self.observed_at_ms
+    }
 }
 
 /// Most distinct profiles kept for sharing. Beyond it (an upstream inventing a new

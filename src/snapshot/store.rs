@@ -160,13 +160,11 @@ impl Store {
     pub fn restore_record(&self, agent_id: &str, state: AgentState, seq: u64, incarnation_ms: i64) {
         self.map.insert(
             Arc::from(agent_id),
-            Entry {
-                observed_ms: state.observed_at_ms,
-                acked: Some(Stored::from_view(&state.view(), &self.interner)),
+            Entry::restored(
+                Stored::from_view(&state.view(), &self.interner),
                 seq,
                 incarnation_ms,
-                ..Entry::default()
-            },
+            ),
         );
         self.generation.fetch_add(1, Ordering::Release);
     }
@@ -216,7 +214,7 @@ impl Store {
                 // the latest state is `observed` if it changed, else the base (a
                 // pending change is dropped); an unchanged agent with nothing pending
                 // keeps its latest state, the base.
-                let moved = (changed || e.pending.is_some()) && {
+                let moved = (changed || e.pending().is_some()) && {
                     let after = if changed {
                         Some(*observed)
                     } else {
@@ -228,28 +226,28 @@ impl Store {
                 if held {
                     // Not yet seen often enough; what is pending (if anything) stays.
                 } else if changed {
-                    e.candidate = None;
+                    e.drop_candidate();
                     // Keep the time of the oldest undelivered change for the age metric.
-                    let since = e.pending.as_ref().map_or_else(Instant::now, |p| p.since);
+                    let since = e.pending().map_or_else(Instant::now, |p| p.since);
                     let incarnation_ms = e
-                        .pending
-                        .as_ref()
+                        .pending()
                         .map_or(observed.observed_at_ms, |p| p.incarnation_ms);
-                    e.pending = Some(Box::new(Change {
+                    let initial = initial && e.acked.is_none();
+                    e.set_pending(Change {
                         after: Some(Stored::from_view(observed, &self.interner)),
-                        initial: initial && e.acked.is_none(),
+                        initial,
                         incarnation_ms,
                         sweep,
                         since,
-                    }));
+                    });
                     if !e.event_queued {
                         e.event_queued = true;
                         queue = true;
                     }
                 } else {
                     // Back to what is (being) delivered: nothing left to send.
-                    e.pending = None;
-                    e.candidate = None;
+                    e.drop_pending();
+                    e.drop_candidate();
                 }
                 if moved && !held {
                     self.generation.fetch_add(1, Ordering::Release);
@@ -258,20 +256,16 @@ impl Store {
             }
             None => {
                 key = Arc::<str>::from(agent_id);
+                let first = Change {
+                    after: Some(Stored::from_view(observed, &self.interner)),
+                    initial,
+                    incarnation_ms: observed.observed_at_ms,
+                    sweep,
+                    since: Instant::now(),
+                };
                 self.map.insert(
                     key.clone(),
-                    Entry {
-                        observed_ms: observed.observed_at_ms,
-                        pending: Some(Box::new(Change {
-                            after: Some(Stored::from_view(observed, &self.interner)),
-                            initial,
-                            incarnation_ms: observed.observed_at_ms,
-                            sweep,
-                            since: Instant::now(),
-                        })),
-                        event_queued: true,
-                        ..Entry::default()
-                    },
+                    Entry::first_seen(first, observed.observed_at_ms),
                 );
                 self.generation.fetch_add(1, Ordering::Release);
                 queue = true;
@@ -285,13 +279,13 @@ impl Store {
     /// Debounce: true once `observed` has been seen in `confirm_sweeps` consecutive
     /// sweeps. A different state in between restarts the count.
     fn confirmed(&self, e: &mut Entry, observed: &AgentView<'_>) -> bool {
-        let seen = match e.candidate.as_deref_mut() {
+        let seen = match e.candidate_mut() {
             Some((c, n)) if !self.diff.differs_view(&c.view(observed.agent_id), observed) => {
                 *n += 1;
                 *n
             }
             _ => {
-                e.candidate = Some(Box::new((Stored::from_view(observed, &self.interner), 1)));
+                e.start_candidate(Stored::from_view(observed, &self.interner));
                 1
             }
         };
@@ -320,15 +314,15 @@ impl Store {
                 continue;
             }
             e.missing = e.missing.saturating_add(1);
-            let already_deleting = matches!(&e.pending, Some(c) if c.after.is_none());
+            let already_deleting = matches!(e.pending(), Some(c) if c.after.is_none());
             if e.missing >= remove_after && e.latest().is_some() && !already_deleting {
-                e.pending = Some(Box::new(Change {
+                e.set_pending(Change {
                     after: None,
                     initial: false,
                     incarnation_ms: 0,
                     sweep,
                     since: Instant::now(),
-                }));
+                });
                 if !e.event_queued {
                     e.event_queued = true;
                     deleted.push(e.key().clone());
@@ -347,14 +341,15 @@ impl Store {
     pub fn take_event(&self, agent_id: &str, source: &str, now_ms: i64) -> Option<OutEvent> {
         let mut e = self.map.get_mut(agent_id)?;
         e.event_queued = false;
-        if e.in_flight.is_some() {
+        if e.in_flight().is_some() {
             return None;
         }
-        let change = e.pending.take()?;
+        let change = e.pending()?;
         let (op, changed) = match (&e.acked, &change.after) {
             (None, None) => {
                 // Deleted before it was (re-)announced: nothing to tell anyone. An agent
                 // never announced at all leaves; one with history keeps its seq.
+                e.drop_pending();
                 drop(e);
                 self.map
                     .remove_if(agent_id, |_, e| e.seq == 0 && e.is_settled());
@@ -368,6 +363,7 @@ impl Store {
                     .diff
                     .changed_fields_view(&before.view(agent_id), &after.view(agent_id));
                 if fields.is_empty() {
+                    e.drop_pending();
                     return None;
                 }
                 (Op::Update, fields)
@@ -386,15 +382,16 @@ impl Store {
         } else {
             (e.seq + 1, e.incarnation_ms)
         };
-        let mut change = change;
+        let before = if op == Op::Update || op == Op::Delete {
+            e.acked.as_ref().map(|s| s.to_state(agent_id))
+        } else {
+            None
+        };
+        let change = e.send_pending()?;
         change.incarnation_ms = incarnation_ms;
         let event = AgentEvent {
             op: op as i32,
-            before: if op == Op::Update || op == Op::Delete {
-                e.acked.as_ref().map(|s| s.to_state(agent_id))
-            } else {
-                None
-            },
+            before,
             after: change.after.as_ref().map(|s| s.to_state(agent_id)),
             ts_ms: now_ms,
             seq,
@@ -404,7 +401,6 @@ impl Store {
             changed_fields: changed,
             incarnation_ms,
         };
-        e.in_flight = Some(change);
         Some(OutEvent { event })
     }
 
@@ -412,7 +408,7 @@ impl Store {
     pub fn event_acked(&self, agent_id: &str) {
         let mut work = Vec::new();
         if let Some(mut e) = self.map.get_mut(agent_id) {
-            if let Some(c) = e.in_flight.take() {
+            if let Some(c) = e.take_in_flight() {
                 if e.acked.is_none() && c.after.is_some() {
                     e.incarnation_ms = c.incarnation_ms;
                 }
@@ -424,7 +420,7 @@ impl Store {
                     work.push(Work::State(e.key().clone()));
                 }
             }
-            if e.pending.is_some() && !e.event_queued {
+            if e.pending().is_some() && !e.event_queued {
                 e.event_queued = true;
                 work.push(Work::Event(e.key().clone()));
             }
@@ -441,11 +437,7 @@ impl Store {
         let Some(mut e) = self.map.get_mut(agent_id) else {
             return false;
         };
-        if let Some(c) = e.in_flight.take() {
-            if e.pending.is_none() {
-                e.pending = Some(c);
-            }
-        }
+        e.retry_in_flight();
         if e.event_queued {
             // A newer observation already queued it.
             return false;
@@ -529,7 +521,7 @@ impl Store {
             if !e.is_settled() {
                 s.unflushed += 1;
             }
-            let oldest = match (&e.pending, &e.in_flight) {
+            let oldest = match (e.pending(), e.in_flight()) {
                 (Some(p), Some(f)) => Some(p.since.min(f.since)),
                 (Some(p), None) => Some(p.since),
                 (None, Some(f)) => Some(f.since),
