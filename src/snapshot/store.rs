@@ -315,7 +315,7 @@ impl Store {
             }
             e.missing = e.missing.saturating_add(1);
             let already_deleting = matches!(e.pending(), Some(c) if c.after.is_none());
-            if e.missing >= remove_after && e.latest().is_some() && !already_deleting {
+            if u32::from(e.missing) >= remove_after && e.latest().is_some() && !already_deleting {
                 e.set_pending(Change {
                     after: None,
                     initial: false,
@@ -476,8 +476,9 @@ impl Store {
         } else {
             // A deleted agent whose tombstone is written stays as a bare entry (no state,
             // just its seq) so that if it comes back its seq continues. These are
-            // counted nowhere and cost ~150 bytes each: memory grows with the number
-            // of distinct agents deleted during this process's life.
+            // counted nowhere and cost a table slot (~120 bytes) and the key's heap
+            // block each: memory grows with the number of distinct agents deleted
+            // during this process's life.
         }
     }
 
