@@ -174,6 +174,18 @@ impl Store {
         self.map.remove(agent_id);
     }
 
+    /// Replaces each id by the snapshot's key for the same agent where there is one, so
+    /// that an agent id is one string however many hold it: an inventory is built from
+    /// fresh strings at every refresh, and restored agents were keyed before any
+    /// inventory came. One lookup per id.
+    pub fn share_ids(&self, ids: &mut [Arc<str>]) {
+        for id in ids {
+            if let Some(e) = self.map.get(&**id) {
+                *id = e.key().clone();
+            }
+        }
+    }
+
     /// Called once restore is done: with nothing restored, the first sweep is an
     /// initial snapshot.
     pub fn finish_restore(&self) {
@@ -188,16 +200,17 @@ impl Store {
 
     /// Records a successful GSE observation of one agent.
     pub fn observe(&self, agent_id: &str, observed: AgentState, sweep: u64) {
-        self.observe_view(agent_id, &observed.view(), sweep);
+        self.observe_view(&Arc::from(agent_id), &observed.view(), sweep);
     }
 
     /// Records a successful GSE observation of one agent, given as borrowed fields:
-    /// an unchanged agent costs a lookup and a comparison, no allocation.
-    pub fn observe_view(&self, agent_id: &str, observed: &AgentView<'_>, sweep: u64) {
+    /// an unchanged agent costs a lookup and a comparison, no allocation. A new agent
+    /// is keyed by `agent_id` itself (the inventory's string, shared, not copied).
+    pub fn observe_view(&self, agent_id: &Arc<str>, observed: &AgentView<'_>, sweep: u64) {
         let initial = self.initial_snapshot.load(Ordering::Relaxed);
         let mut queue = false;
         let key;
-        match self.map.get_mut(agent_id) {
+        match self.map.get_mut(&**agent_id) {
             Some(mut e) => {
                 e.stale = false;
                 e.missing = 0;
@@ -255,7 +268,7 @@ impl Store {
                 key = e.key().clone();
             }
             None => {
-                key = Arc::<str>::from(agent_id);
+                key = agent_id.clone();
                 let first = Change {
                     after: Some(Stored::from_view(observed, &self.interner)),
                     initial,
