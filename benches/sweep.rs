@@ -20,7 +20,7 @@ use agentwatch::{
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 struct Fixture {
-    ids: Vec<String>,
+    ids: Vec<std::sync::Arc<str>>,
     hosts: Vec<Host>,
     gse: Vec<GseAgentState>,
 }
@@ -51,7 +51,7 @@ fn fixture(n: usize) -> Fixture {
             status_code: 2,
             v1_alive: None,
         });
-        f.ids.push(id);
+        f.ids.push(id.into());
     }
     f
 }

@@ -38,7 +38,7 @@ async fn one_gse_call(cfg: &Config) -> Result<usize, ApiError> {
     gse.retry.max_retries = 0;
     let client = GseClient::new(&gse, &cfg.bk, Metrics::new())?;
     client
-        .list_agent_state(&["no-such-agent".to_owned()])
+        .list_agent_state(&["no-such-agent".into()])
         .await
         .map(|v| v.len())
 }

@@ -252,8 +252,8 @@ impl Poller {
                     inv.reject_where(Rejected::Ipv6OnlyGseV1, |h| !has_ipv4(h));
                 }
                 self.report_rejected(&inv);
-                let ids: std::collections::HashSet<&str> =
-                    inv.ids.iter().map(String::as_str).collect();
+                self.store.share_ids(&mut inv.ids);
+                let ids: std::collections::HashSet<&str> = inv.ids.iter().map(|id| &**id).collect();
                 let deleted = self.store.inventory_refreshed(
                     &|id| ids.contains(id),
                     self.cfg.remove_after,
@@ -488,8 +488,8 @@ impl Poller {
                 gse: find(id),
                 api,
                 plugins: self.plugins.as_ref().and_then(|m| m.get(&host.host_id)),
-                info: self.info.get(id.as_str()),
-                info_version: self.info_version.get(id.as_str()).map(String::as_str),
+                info: self.info.get(&**id),
+                info_version: self.info_version.get(&**id).map(String::as_str),
             };
             let observed = merge(id, host, &seen, &self.names, now);
             self.store.observe_view(id, &observed, sweep);

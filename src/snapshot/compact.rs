@@ -4,10 +4,12 @@
 //! inline plus the heap blocks); at a million agents that is most of the process's
 //! memory, and comparing an agent touches a cache line per string. Most of those
 //! strings repeat across agents — status names, versions, OS types, NodeMan statuses —
-//! so they live in one shared, interned [`Profile`] per distinct combination; the
-//! agent id is the map's key and is not stored again. What stays per agent is the ids,
-//! the IP, two small integers and a pointer: ~90 bytes and one heap block. Agent info
-//! and plugins (only with those features on) sit behind one optional box.
+//! so they live in one shared, interned [`Profile`] per distinct combination, with the
+//! small status fields that go with them (status code, alive, run mode); the agent id
+//! is the map's key and is not stored again. What stays per agent is the host, cloud
+//! and business ids, the IP (inline when IPv4), the observation time and two pointers:
+//! 64 bytes and no heap block of its own. Agent info and plugins (only with those
+//! features on) sit behind one optional box.
 //!
 //! The protobuf `AgentState` is rebuilt ([`Stored::to_state`]) only when an event or a
 //! state record is produced.
@@ -20,15 +22,80 @@ use std::{
 use super::view::{AgentView, IpRef, NO_PLUGINS};
 use crate::proto::v1::{AgentInfo, AgentState, PluginState};
 
-/// The string fields most agents share, interned: one allocation per distinct
-/// combination, shared by every agent that has it.
-#[derive(Debug, PartialEq, Eq, Hash)]
+/// The fields most agents share, interned: one allocation per distinct combination,
+/// shared by every agent that has it. The strings, and the small status fields that go
+/// with them (a status code and its name, whether the agent is alive, its run mode).
+#[derive(Debug)]
 pub(crate) struct Profile {
     status: Box<str>,
     version: Box<str>,
     nodeman_status: Box<str>,
     os_type: Box<str>,
     status_api: Box<str>,
+    status_code: i32,
+    run_mode: i32,
+    v1_agent_alive: Option<i32>,
+    alive: bool,
+}
+
+/// A profile's fields, borrowed: what the interner hashes and compares.
+#[derive(PartialEq, Eq, Hash)]
+struct ProfileKey<'a> {
+    status: &'a str,
+    version: &'a str,
+    nodeman_status: &'a str,
+    os_type: &'a str,
+    status_api: &'a str,
+    status_code: i32,
+    run_mode: i32,
+    v1_agent_alive: Option<i32>,
+    alive: bool,
+}
+
+impl<'a> ProfileKey<'a> {
+    fn of(v: &AgentView<'a>) -> ProfileKey<'a> {
+        ProfileKey {
+            status: v.status,
+            version: v.version,
+            nodeman_status: v.nodeman_status,
+            os_type: v.os_type,
+            status_api: v.status_api,
+            status_code: v.status_code,
+            run_mode: v.run_mode,
+            v1_agent_alive: v.v1_agent_alive,
+            alive: v.alive,
+        }
+    }
+
+    fn to_profile(&self) -> Profile {
+        Profile {
+            status: self.status.into(),
+            version: self.version.into(),
+            nodeman_status: self.nodeman_status.into(),
+            os_type: self.os_type.into(),
+            status_api: self.status_api.into(),
+            status_code: self.status_code,
+            run_mode: self.run_mode,
+            v1_agent_alive: self.v1_agent_alive,
+            alive: self.alive,
+        }
+    }
+}
+
+impl Profile {
+    fn key(&self) -> ProfileKey<'_> {
+        ProfileKey {
+            status: &self.status,
+            version: &self.version,
+            nodeman_status: &self.nodeman_status,
+            os_type: &self.os_type,
+            status_api: &self.status_api,
+            status_code: self.status_code,
+            run_mode: self.run_mode,
+            v1_agent_alive: self.v1_agent_alive,
+            alive: self.alive,
+        }
+    }
 }
 
 /// The IP: an IPv4 address inline (most agents), anything else (IPv6, empty, odd
@@ -55,12 +122,12 @@ pub(crate) struct Stored {
     observed_at_ms: i64,
     ip: StoredIp,
     profile: Arc<Profile>,
-    status_code: i32,
-    run_mode: i32,
-    v1_agent_alive: Option<i32>,
-    alive: bool,
     extra: Option<Box<Extra>>,
 }
+
+// Every agent holds one, two while a change is pending (a protobuf AgentState is ~310
+// bytes): a change of layout that grows it should be a decision.
+const _: () = assert!(std::mem::size_of::<Stored>() <= 64);
 
 impl Stored {
     /// The state as borrowed fields; `agent_id` is the snapshot key it is stored under.
@@ -75,16 +142,16 @@ impl Stored {
                 StoredIp::V4(a) => IpRef::V4(*a),
                 StoredIp::Text(s) => IpRef::Text(s),
             },
-            status_code: self.status_code,
+            status_code: p.status_code,
             status: &p.status,
-            alive: self.alive,
+            alive: p.alive,
             version: &p.version,
-            run_mode: self.run_mode,
+            run_mode: p.run_mode,
             nodeman_status: &p.nodeman_status,
             os_type: &p.os_type,
             observed_at_ms: self.observed_at_ms,
             status_api: &p.status_api,
-            v1_agent_alive: self.v1_agent_alive,
+            v1_agent_alive: p.v1_agent_alive,
             info: self.extra.as_ref().and_then(|x| x.info.as_ref()),
             plugins: self.extra.as_ref().map_or(&NO_PLUGINS, |x| &x.plugins),
         }
@@ -115,16 +182,16 @@ impl Stored {
                 },
             },
             profile: interner.profile(v),
-            status_code: v.status_code,
-            run_mode: v.run_mode,
-            v1_agent_alive: v.v1_agent_alive,
-            alive: v.alive,
             extra,
         }
     }
 
     pub(crate) fn status_code(&self) -> i32 {
-        self.status_code
+        self.profile.status_code
+    }
+
+    pub(crate) fn observed_at_ms(&self) -> i64 {
+        self.observed_at_ms
     }
 }
 
@@ -143,36 +210,18 @@ pub(crate) struct Interner {
 
 impl Interner {
     fn profile(&self, v: &AgentView<'_>) -> Arc<Profile> {
-        let fields = [
-            v.status,
-            v.version,
-            v.nodeman_status,
-            v.os_type,
-            v.status_api,
-        ];
-        let hash = self.hasher.hash_one(fields);
-        let same = |p: &Profile| {
-            [
-                &*p.status,
-                &*p.version,
-                &*p.nodeman_status,
-                &*p.os_type,
-                &*p.status_api,
-            ] == fields
-        };
+        let key = ProfileKey::of(v);
+        let hash = self.hasher.hash_one(&key);
         // A poisoned lock only means another thread panicked mid-insert; the map is
         // still a valid cache.
         let mut map = self.profiles.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = map.get(&hash).and_then(|b| b.iter().find(|p| same(p))) {
+        if let Some(p) = map
+            .get(&hash)
+            .and_then(|b| b.iter().find(|p| p.key() == key))
+        {
             return p.clone();
         }
-        let p = Arc::new(Profile {
-            status: v.status.into(),
-            version: v.version.into(),
-            nodeman_status: v.nodeman_status.into(),
-            os_type: v.os_type.into(),
-            status_api: v.status_api.into(),
-        });
+        let p = Arc::new(key.to_profile());
         if map.len() < MAX_PROFILES {
             map.entry(hash).or_default().push(p.clone());
         }
@@ -258,8 +307,27 @@ mod tests {
     }
 
     #[test]
-    fn the_stored_entry_stays_small() {
-        // The point of this type: keep it near 90 bytes (a protobuf AgentState is ~310).
-        assert!(std::mem::size_of::<Stored>() <= 88);
+    fn agents_differing_only_in_a_status_field_get_their_own_profile() {
+        let interner = Interner::default();
+        let running = state("2.1.5");
+        let mut dead = state("2.1.5");
+        dead.alive = false;
+        let a = Stored::from_view(&running.view(), &interner);
+        let b = Stored::from_view(&dead.view(), &interner);
+        assert!(!Arc::ptr_eq(&a.profile, &b.profile));
+        assert_eq!(b.to_state("a-1"), dead);
+    }
+
+    #[test]
+    fn past_the_profile_cap_states_are_kept_exactly_but_not_shared() {
+        let interner = Interner::default();
+        let all: Vec<Stored> = (0..MAX_PROFILES + 2)
+            .map(|i| Stored::from_view(&state(&format!("v{i}")).view(), &interner))
+            .collect();
+        assert_eq!(interner.prune(), MAX_PROFILES);
+        let last = state(&format!("v{}", MAX_PROFILES + 1));
+        let again = Stored::from_view(&last.view(), &interner);
+        assert_eq!(again.to_state("a-1"), last);
+        assert!(!Arc::ptr_eq(&again.profile, &all[MAX_PROFILES + 1].profile));
     }
 }

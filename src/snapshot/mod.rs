@@ -3,6 +3,7 @@
 
 mod compact;
 pub mod diff;
+mod entry;
 mod query;
 mod status;
 mod store;

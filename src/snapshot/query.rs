@@ -27,10 +27,7 @@ use std::{
     sync::{atomic::Ordering, Arc},
 };
 
-use super::{
-    store::{Entry, Store},
-    view::AgentView,
-};
+use super::{entry::Entry, store::Store, view::AgentView};
 use crate::proto::v1::AgentState;
 
 /// What the index keys an agent by: host id, cloud area and IP of its latest state.
@@ -88,7 +85,7 @@ impl AgentRecord {
             seq: e.seq,
             incarnation_ms: e.incarnation_ms,
             stale: e.stale,
-            pending: e.pending.is_some() || e.in_flight.is_some(),
+            pending: e.is_unacked(),
         })
     }
 }
@@ -372,7 +369,7 @@ impl Store {
             if e.stale {
                 s.stale += 1;
             }
-            if e.pending.is_some() || e.in_flight.is_some() {
+            if e.is_unacked() {
                 s.pending += 1;
             }
             let latest = latest.view(e.key());

@@ -94,6 +94,26 @@ fn the_generation_moves_on_new_agents_and_identity_changes_but_not_on_status_cha
 }
 
 #[test]
+fn an_undelivered_move_that_is_undone_moves_the_generation_back_and_a_status_flap_does_not() {
+    let (s, _rx) = Store::new();
+    s.finish_restore();
+    deliver(&s, "a", st("a", 11, 0, "10.0.0.1", 2));
+    s.observe("a", st("a", 11, 0, "10.0.0.9", 2), 2);
+    let moved = s.generation();
+    // Back to the delivered state before the move was produced: the pending change is
+    // dropped, and the index must find "a" at its old address again.
+    s.observe("a", st("a", 11, 0, "10.0.0.1", 2), 3);
+    assert!(s.generation() > moved);
+    let idx = s.build_index();
+    assert!(s.agent_by_addr(&idx, 0, "10.0.0.1").is_some());
+    // A status change dropped the same way keeps the identity: no rebuild.
+    s.observe("a", st("a", 11, 0, "10.0.0.1", 3), 4);
+    let g = s.generation();
+    s.observe("a", st("a", 11, 0, "10.0.0.1", 2), 5);
+    assert_eq!(s.generation(), g);
+}
+
+#[test]
 fn an_agent_whose_ip_changed_is_found_only_at_its_new_address() {
     let (s, _rx) = Store::new();
     s.finish_restore();

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use super::{
     compact::{Interner, Stored},
     diff,
+    entry::{Change, Entry},
     view::{AgentView, View},
 };
 use crate::proto::v1::{AgentEvent, AgentState, Op};
@@ -35,78 +36,6 @@ pub enum Work {
     Event(Arc<str>),
     /// Write the agent's acknowledged state (or a tombstone) to the state topic.
     State(Arc<str>),
-}
-
-/// A change waiting to be (or being) produced.
-#[derive(Debug, Clone)]
-pub(super) struct Change {
-    /// The new state; `None` means the agent is being deleted.
-    pub(super) after: Option<Stored>,
-    /// Seen during the initial snapshot (empty state topic at start).
-    initial: bool,
-    /// For a first event (create/snapshot): the new incarnation, fixed when the change
-    /// was first observed so a retried delivery keeps its event id.
-    incarnation_ms: i64,
-    sweep: u64,
-    since: Instant,
-}
-
-#[derive(Debug, Default)]
-pub(super) struct Entry {
-    /// What the events topic last said about this agent; `None` before its first event
-    /// (or after its delete event).
-    pub(super) acked: Option<Stored>,
-    /// `seq` of the last acknowledged event.
-    pub(super) seq: u64,
-    /// Start of the agent's current incarnation (see the .proto).
-    pub(super) incarnation_ms: i64,
-    // Boxed: most agents have neither, and an inline `Change` would triple the size
-    // of every entry.
-    pub(super) pending: Option<Box<Change>>,
-    pub(super) in_flight: Option<Box<Change>>,
-    /// With `poll.confirm_sweeps > 1`: a change seen but not yet confirmed, and in how
-    /// many consecutive sweeps it was seen.
-    candidate: Option<Box<(Stored, u32)>>,
-    /// The sink holds a `Work::Event` for this agent (queued or waiting to retry).
-    event_queued: bool,
-    /// `acked` is newer than the state topic's record.
-    state_dirty: bool,
-    state_in_flight: bool,
-    state_queued: bool,
-    /// The last GSE query for this agent failed; `acked`/`pending` are older.
-    pub(super) stale: bool,
-    /// Unix ms of the last successful GSE observation (the state's own
-    /// `observed_at_ms` only moves when the state changes); from the restored state
-    /// until the first sweep.
-    pub(super) observed_ms: i64,
-    /// Consecutive successful inventory refreshes this agent was missing from.
-    missing: u32,
-}
-
-impl Entry {
-    /// The newest state this process knows (pending, else in flight, else acked).
-    pub(super) fn latest(&self) -> Option<&Stored> {
-        match (&self.pending, &self.in_flight) {
-            (Some(c), _) => c.after.as_ref(),
-            (None, Some(c)) => c.after.as_ref(),
-            (None, None) => self.acked.as_ref(),
-        }
-    }
-
-    /// The state the next pending change is compared against.
-    fn base(&self) -> Option<&Stored> {
-        match &self.in_flight {
-            Some(c) => c.after.as_ref(),
-            None => self.acked.as_ref(),
-        }
-    }
-
-    fn is_settled(&self) -> bool {
-        self.pending.is_none()
-            && self.in_flight.is_none()
-            && !self.state_dirty
-            && !self.state_in_flight
-    }
 }
 
 /// An event ready to encode, with what the sink needs to report on it.
@@ -231,13 +160,11 @@ impl Store {
     pub fn restore_record(&self, agent_id: &str, state: AgentState, seq: u64, incarnation_ms: i64) {
         self.map.insert(
             Arc::from(agent_id),
-            Entry {
-                observed_ms: state.observed_at_ms,
-                acked: Some(Stored::from_view(&state.view(), &self.interner)),
+            Entry::restored(
+                Stored::from_view(&state.view(), &self.interner),
                 seq,
                 incarnation_ms,
-                ..Entry::default()
-            },
+            ),
         );
         self.generation.fetch_add(1, Ordering::Release);
     }
@@ -245,6 +172,18 @@ impl Store {
     /// Removes an agent from the restored state (a tombstone read from the state topic).
     pub fn restore_tombstone(&self, agent_id: &str) {
         self.map.remove(agent_id);
+    }
+
+    /// Replaces each id by the snapshot's key for the same agent where there is one, so
+    /// that an agent id is one string however many hold it: an inventory is built from
+    /// fresh strings at every refresh, and restored agents were keyed before any
+    /// inventory came. One lookup per id.
+    pub fn share_ids(&self, ids: &mut [Arc<str>]) {
+        for id in ids {
+            if let Some(e) = self.map.get(&**id) {
+                *id = e.key().clone();
+            }
+        }
     }
 
     /// Called once restore is done: with nothing restored, the first sweep is an
@@ -261,16 +200,17 @@ impl Store {
 
     /// Records a successful GSE observation of one agent.
     pub fn observe(&self, agent_id: &str, observed: AgentState, sweep: u64) {
-        self.observe_view(agent_id, &observed.view(), sweep);
+        self.observe_view(&Arc::from(agent_id), &observed.view(), sweep);
     }
 
     /// Records a successful GSE observation of one agent, given as borrowed fields:
-    /// an unchanged agent costs a lookup and a comparison, no allocation.
-    pub fn observe_view(&self, agent_id: &str, observed: &AgentView<'_>, sweep: u64) {
+    /// an unchanged agent costs a lookup and a comparison, no allocation. A new agent
+    /// is keyed by `agent_id` itself (the inventory's string, shared, not copied).
+    pub fn observe_view(&self, agent_id: &Arc<str>, observed: &AgentView<'_>, sweep: u64) {
         let initial = self.initial_snapshot.load(Ordering::Relaxed);
         let mut queue = false;
         let key;
-        match self.map.get_mut(agent_id) {
+        match self.map.get_mut(&**agent_id) {
             Some(mut e) => {
                 e.stale = false;
                 e.missing = 0;
@@ -283,48 +223,44 @@ impl Store {
                     None => (true, false),
                 };
                 // Does the latest state's host id, cloud or IP move (the query index
-                // must then be rebuilt)? Decided before the entry changes; an unchanged
-                // agent with nothing pending skips it.
-                let moved = if changed {
-                    e.latest()
-                        .is_none_or(|l| !same_identity(&l.view(agent_id), observed))
-                } else {
-                    match (e.pending.as_ref(), e.base()) {
-                        (None, _) => false,
-                        (Some(p), base) => match (p.after.as_ref(), base) {
-                            (Some(p), Some(b)) => {
-                                !same_identity(&p.view(agent_id), &b.view(agent_id))
-                            }
-                            _ => true,
-                        },
-                    }
+                // must then be rebuilt)? Decided before the entry changes. Afterwards
+                // the latest state is `observed` if it changed, else the base (a
+                // pending change is dropped); an unchanged agent with nothing pending
+                // keeps its latest state, the base.
+                let moved = (changed || e.pending().is_some()) && {
+                    let after = if changed {
+                        Some(*observed)
+                    } else {
+                        e.base().map(|b| b.view(agent_id))
+                    };
+                    !same_identity(e.latest().map(|l| l.view(agent_id)), after)
                 };
                 let held = changed && debounce && !self.confirmed(&mut e, observed);
                 if held {
                     // Not yet seen often enough; what is pending (if anything) stays.
                 } else if changed {
-                    e.candidate = None;
+                    e.drop_candidate();
                     // Keep the time of the oldest undelivered change for the age metric.
-                    let since = e.pending.as_ref().map_or_else(Instant::now, |p| p.since);
+                    let since = e.pending().map_or_else(Instant::now, |p| p.since);
                     let incarnation_ms = e
-                        .pending
-                        .as_ref()
+                        .pending()
                         .map_or(observed.observed_at_ms, |p| p.incarnation_ms);
-                    e.pending = Some(Box::new(Change {
+                    let initial = initial && e.acked.is_none();
+                    e.set_pending(Change {
                         after: Some(Stored::from_view(observed, &self.interner)),
-                        initial: initial && e.acked.is_none(),
+                        initial,
                         incarnation_ms,
                         sweep,
                         since,
-                    }));
+                    });
                     if !e.event_queued {
                         e.event_queued = true;
                         queue = true;
                     }
                 } else {
                     // Back to what is (being) delivered: nothing left to send.
-                    e.pending = None;
-                    e.candidate = None;
+                    e.drop_pending();
+                    e.drop_candidate();
                 }
                 if moved && !held {
                     self.generation.fetch_add(1, Ordering::Release);
@@ -332,21 +268,17 @@ impl Store {
                 key = e.key().clone();
             }
             None => {
-                key = Arc::<str>::from(agent_id);
+                key = agent_id.clone();
+                let first = Change {
+                    after: Some(Stored::from_view(observed, &self.interner)),
+                    initial,
+                    incarnation_ms: observed.observed_at_ms,
+                    sweep,
+                    since: Instant::now(),
+                };
                 self.map.insert(
                     key.clone(),
-                    Entry {
-                        observed_ms: observed.observed_at_ms,
-                        pending: Some(Box::new(Change {
-                            after: Some(Stored::from_view(observed, &self.interner)),
-                            initial,
-                            incarnation_ms: observed.observed_at_ms,
-                            sweep,
-                            since: Instant::now(),
-                        })),
-                        event_queued: true,
-                        ..Entry::default()
-                    },
+                    Entry::first_seen(first, observed.observed_at_ms),
                 );
                 self.generation.fetch_add(1, Ordering::Release);
                 queue = true;
@@ -360,13 +292,13 @@ impl Store {
     /// Debounce: true once `observed` has been seen in `confirm_sweeps` consecutive
     /// sweeps. A different state in between restarts the count.
     fn confirmed(&self, e: &mut Entry, observed: &AgentView<'_>) -> bool {
-        let seen = match e.candidate.as_deref_mut() {
+        let seen = match e.candidate_mut() {
             Some((c, n)) if !self.diff.differs_view(&c.view(observed.agent_id), observed) => {
                 *n += 1;
                 *n
             }
             _ => {
-                e.candidate = Some(Box::new((Stored::from_view(observed, &self.interner), 1)));
+                e.start_candidate(Stored::from_view(observed, &self.interner));
                 1
             }
         };
@@ -395,15 +327,15 @@ impl Store {
                 continue;
             }
             e.missing = e.missing.saturating_add(1);
-            let already_deleting = matches!(&e.pending, Some(c) if c.after.is_none());
-            if e.missing >= remove_after && e.latest().is_some() && !already_deleting {
-                e.pending = Some(Box::new(Change {
+            let already_deleting = matches!(e.pending(), Some(c) if c.after.is_none());
+            if u32::from(e.missing) >= remove_after && e.latest().is_some() && !already_deleting {
+                e.set_pending(Change {
                     after: None,
                     initial: false,
                     incarnation_ms: 0,
                     sweep,
                     since: Instant::now(),
-                }));
+                });
                 if !e.event_queued {
                     e.event_queued = true;
                     deleted.push(e.key().clone());
@@ -422,14 +354,15 @@ impl Store {
     pub fn take_event(&self, agent_id: &str, source: &str, now_ms: i64) -> Option<OutEvent> {
         let mut e = self.map.get_mut(agent_id)?;
         e.event_queued = false;
-        if e.in_flight.is_some() {
+        if e.in_flight().is_some() {
             return None;
         }
-        let change = e.pending.take()?;
+        let change = e.pending()?;
         let (op, changed) = match (&e.acked, &change.after) {
             (None, None) => {
                 // Deleted before it was (re-)announced: nothing to tell anyone. An agent
                 // never announced at all leaves; one with history keeps its seq.
+                e.drop_pending();
                 drop(e);
                 self.map
                     .remove_if(agent_id, |_, e| e.seq == 0 && e.is_settled());
@@ -443,6 +376,7 @@ impl Store {
                     .diff
                     .changed_fields_view(&before.view(agent_id), &after.view(agent_id));
                 if fields.is_empty() {
+                    e.drop_pending();
                     return None;
                 }
                 (Op::Update, fields)
@@ -461,15 +395,16 @@ impl Store {
         } else {
             (e.seq + 1, e.incarnation_ms)
         };
-        let mut change = change;
+        let before = if op == Op::Update || op == Op::Delete {
+            e.acked.as_ref().map(|s| s.to_state(agent_id))
+        } else {
+            None
+        };
+        let change = e.send_pending()?;
         change.incarnation_ms = incarnation_ms;
         let event = AgentEvent {
             op: op as i32,
-            before: if op == Op::Update || op == Op::Delete {
-                e.acked.as_ref().map(|s| s.to_state(agent_id))
-            } else {
-                None
-            },
+            before,
             after: change.after.as_ref().map(|s| s.to_state(agent_id)),
             ts_ms: now_ms,
             seq,
@@ -479,7 +414,6 @@ impl Store {
             changed_fields: changed,
             incarnation_ms,
         };
-        e.in_flight = Some(change);
         Some(OutEvent { event })
     }
 
@@ -487,7 +421,7 @@ impl Store {
     pub fn event_acked(&self, agent_id: &str) {
         let mut work = Vec::new();
         if let Some(mut e) = self.map.get_mut(agent_id) {
-            if let Some(c) = e.in_flight.take() {
+            if let Some(c) = e.take_in_flight() {
                 if e.acked.is_none() && c.after.is_some() {
                     e.incarnation_ms = c.incarnation_ms;
                 }
@@ -499,7 +433,7 @@ impl Store {
                     work.push(Work::State(e.key().clone()));
                 }
             }
-            if e.pending.is_some() && !e.event_queued {
+            if e.pending().is_some() && !e.event_queued {
                 e.event_queued = true;
                 work.push(Work::Event(e.key().clone()));
             }
@@ -516,11 +450,7 @@ impl Store {
         let Some(mut e) = self.map.get_mut(agent_id) else {
             return false;
         };
-        if let Some(c) = e.in_flight.take() {
-            if e.pending.is_none() {
-                e.pending = Some(c);
-            }
-        }
+        e.retry_in_flight();
         if e.event_queued {
             // A newer observation already queued it.
             return false;
@@ -559,8 +489,9 @@ impl Store {
         } else {
             // A deleted agent whose tombstone is written stays as a bare entry (no state,
             // just its seq) so that if it comes back its seq continues. These are
-            // counted nowhere and cost ~150 bytes each: memory grows with the number
-            // of distinct agents deleted during this process's life.
+            // counted nowhere and cost a table slot (~120 bytes) and the key's heap
+            // block each: memory grows with the number of distinct agents deleted
+            // during this process's life.
         }
     }
 
@@ -604,7 +535,7 @@ impl Store {
             if !e.is_settled() {
                 s.unflushed += 1;
             }
-            let oldest = match (&e.pending, &e.in_flight) {
+            let oldest = match (e.pending(), e.in_flight()) {
                 (Some(p), Some(f)) => Some(p.since.min(f.since)),
                 (Some(p), None) => Some(p.since),
                 (None, Some(f)) => Some(f.since),
@@ -634,9 +565,13 @@ impl Store {
     }
 }
 
-/// Host id, cloud area and IP: what the query index keys an agent by.
-fn same_identity(a: &AgentView<'_>, b: &AgentView<'_>) -> bool {
-    a.host_id == b.host_id && a.cloud_id == b.cloud_id && a.ip == b.ip
+/// Same host id, cloud area and IP: what the query index keys an agent by. A missing
+/// state (an agent not yet known, or being deleted) matches nothing.
+fn same_identity(a: Option<AgentView<'_>>, b: Option<AgentView<'_>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.host_id == b.host_id && a.cloud_id == b.cloud_id && a.ip == b.ip,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

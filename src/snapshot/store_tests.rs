@@ -293,3 +293,21 @@ fn agents_are_found_after_the_map_made_room_for_a_restore() {
     }
     assert_eq!(s.len(), 20_100);
 }
+
+#[test]
+fn an_agent_id_is_one_string_shared_by_the_inventory_and_the_snapshot() {
+    let (s, _rx) = Store::new();
+    s.restore("restored", st("restored", 2), 1);
+    s.finish_restore();
+    let key = |id: &str| s.map.get(id).expect("entry").key().clone();
+    // A new agent is keyed by the caller's string itself.
+    let new: Arc<str> = Arc::from("new");
+    s.observe_view(&new, &st("new", 2).view(), 1);
+    assert!(Arc::ptr_eq(&key("new"), &new));
+    // A fresh inventory takes the snapshot's strings for the agents it already has.
+    let mut ids: Vec<Arc<str>> = ["restored", "new", "unknown"].map(Arc::from).to_vec();
+    s.share_ids(&mut ids);
+    assert!(Arc::ptr_eq(&ids[0], &key("restored")));
+    assert!(Arc::ptr_eq(&ids[1], &new));
+    assert_eq!(&*ids[2], "unknown");
+}

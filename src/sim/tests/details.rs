@@ -274,7 +274,7 @@ async fn restarts_and_parent_moves_show_in_both_info_apis_through_the_clients() 
     let cfg = gse_config(&h);
     let v2 = GseClient::new(&cfg, &bk(), Metrics::new()).expect("v2 client");
     let info = v2
-        .list_agent_info(&[agent.agent_id.clone(), "ghost".to_owned()])
+        .list_agent_info(&[agent.agent_id.as_str().into(), "ghost".into()])
         .await
         .expect("list_agent_info");
     assert_eq!(info.len(), 1, "the unknown id is skipped");
@@ -347,7 +347,7 @@ async fn with_gse_2_disabled_every_v2_path_is_the_gateway_404() {
     assert_eq!(body["result"], true);
     let v2 = GseClient::new(&gse_config(&h), &bk(), Metrics::new()).expect("client");
     let err = v2
-        .list_agent_state(std::slice::from_ref(&id))
+        .list_agent_state(&[id.as_str().into()])
         .await
         .unwrap_err();
     assert_eq!(err.business_code(), Some(1_640_401), "{err}");

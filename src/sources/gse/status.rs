@@ -79,7 +79,7 @@ impl StatusSource {
     /// batch while v1 is active (see [`needs_ipv4`](Self::needs_ipv4)).
     pub async fn query(
         &self,
-        ids: &[String],
+        ids: &[Arc<str>],
         hosts: &[Host],
     ) -> Result<Vec<GseAgentState>, ApiError> {
         if self.active() == GseApi::V2 {
@@ -97,7 +97,7 @@ impl StatusSource {
 
     async fn query_v1(
         &self,
-        ids: &[String],
+        ids: &[Arc<str>],
         hosts: &[Host],
     ) -> Result<Vec<GseAgentState>, ApiError> {
         let Some(v1) = &self.v1 else {
@@ -131,7 +131,7 @@ impl StatusSource {
     /// Agent details of one batch (v2 `list_agent_info`, v1 `get_agent_info`).
     pub async fn agent_info(
         &self,
-        ids: &[String],
+        ids: &[Arc<str>],
         hosts: &[Host],
     ) -> Result<Vec<GseAgentInfo>, ApiError> {
         match (self.active(), &self.v2, &self.v1) {
@@ -184,13 +184,13 @@ fn is_missing_api(e: &ApiError) -> bool {
 type ByKey<'a> = HashMap<(i64, &'a str), &'a str>;
 
 /// The (cloud, IPv4) keys of a batch and the agent id each belongs to.
-fn v1_keys<'a>(ids: &'a [String], hosts: &'a [Host]) -> (Vec<(i64, String)>, ByKey<'a>) {
+fn v1_keys<'a>(ids: &'a [Arc<str>], hosts: &'a [Host]) -> (Vec<(i64, String)>, ByKey<'a>) {
     let mut keys = Vec::with_capacity(hosts.len());
     let mut by_key = HashMap::with_capacity(hosts.len());
     for (id, h) in ids.iter().zip(hosts) {
         if h.ip.parse::<Ipv4Addr>().is_ok() {
             keys.push((h.cloud_id, h.ip.clone()));
-            by_key.insert((h.cloud_id, h.ip.as_str()), id.as_str());
+            by_key.insert((h.cloud_id, h.ip.as_str()), &**id);
         }
     }
     (keys, by_key)

@@ -24,7 +24,7 @@ pub struct GseClient {
 
 #[derive(Serialize)]
 struct Request<'a> {
-    agent_id_list: &'a [String],
+    agent_id_list: &'a [Arc<str>],
 }
 
 /// One `data` item as sent; unknown fields are skipped without being stored.
@@ -77,7 +77,7 @@ impl GseClient {
     /// not found); business code 1011003 ("none of these ids are known") is that same
     /// answer for the whole batch, so it is `Ok(vec![])`, not an error. An empty `ids`
     /// makes no call.
-    pub async fn list_agent_state(&self, ids: &[String]) -> Result<Vec<GseAgentState>, ApiError> {
+    pub async fn list_agent_state(&self, ids: &[Arc<str>]) -> Result<Vec<GseAgentState>, ApiError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -173,8 +173,8 @@ mod tests {
         )
     }
 
-    fn ids(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
+    fn ids(list: &[&str]) -> Vec<Arc<str>> {
+        list.iter().map(|s| Arc::from(*s)).collect()
     }
 
     #[tokio::test]

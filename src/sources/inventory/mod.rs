@@ -7,6 +7,8 @@ mod config;
 pub mod file;
 mod source;
 
+use std::sync::Arc;
+
 pub use config::{InventoryConfig, SourceKind};
 pub use source::InventorySource;
 
@@ -25,10 +27,10 @@ pub struct Host {
     /// [`Inventory::hosts`] when it is the agent id: that lives in [`Inventory::ids`].
     pub bk_agent_id: String,
     /// Shared between hosts (a handful of values for a whole inventory).
-    pub os_type: std::sync::Arc<str>,
+    pub os_type: Arc<str>,
     /// NodeMan's status string (RUNNING, TERMINATED, NOT_INSTALLED, ...); empty for
     /// other sources. Shared between hosts like `os_type`.
-    pub nodeman_status: std::sync::Arc<str>,
+    pub nodeman_status: Arc<str>,
 }
 
 /// Why a host is not watched.
@@ -89,7 +91,9 @@ impl Host {
 pub struct Inventory {
     /// Agent ids of the watched hosts, unique, in host-id order; `ids[i]` belongs to
     /// `hosts[i]`. Kept as its own contiguous list so GSE batches are plain slices.
-    pub ids: Vec<String>,
+    /// Shared strings: the snapshot keys each agent by the same allocation (see
+    /// `Store::share_ids`), so an id is held once however many hold it.
+    pub ids: Vec<Arc<str>>,
     pub hosts: Vec<Host>,
     /// Hosts not watched, with the reason (reported in a metric and the log).
     pub rejected: Vec<(Host, Rejected)>,
@@ -111,9 +115,8 @@ impl Inventory {
                 .map(|id| id.as_ref().is_ok_and(|id| seen.insert(id.as_str())))
                 .collect()
         };
-        let mut shared: std::collections::HashSet<std::sync::Arc<str>> =
-            std::collections::HashSet::new();
-        let mut share = |s: &mut std::sync::Arc<str>| match shared.get(s) {
+        let mut shared: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
+        let mut share = |s: &mut Arc<str>| match shared.get(s) {
             Some(x) => *s = x.clone(),
             None => {
                 shared.insert(s.clone());
@@ -132,7 +135,7 @@ impl Inventory {
                     if h.bk_agent_id == id {
                         h.bk_agent_id = String::new();
                     }
-                    inv.ids.push(id);
+                    inv.ids.push(id.into());
                     inv.hosts.push(h);
                 }
                 Ok(_) => inv.rejected.push((h, Rejected::DuplicateAgentId)),
@@ -242,7 +245,7 @@ mod tests {
             host(1, "abc", 0, "10.0.0.1"),
             host(3, "", 0, ""),
         ]);
-        assert_eq!(inv.ids, vec!["abc".to_owned()]);
+        assert_eq!(inv.ids, vec![Arc::from("abc")]);
         assert_eq!(inv.hosts[0].host_id, 1);
         assert_eq!(inv.rejected.len(), 2);
     }
