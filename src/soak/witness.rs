@@ -194,10 +194,7 @@ fn read_back(cfg: &KafkaConfig, topic: &str, acked: &[u64]) -> Result<ReadBack, 
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut last_new = Instant::now();
     let mut missing = want.len();
-    while missing > 0
-        && Instant::now() < deadline
-        && last_new.elapsed() < Duration::from_secs(30)
-    {
+    while missing > 0 && Instant::now() < deadline && last_new.elapsed() < Duration::from_secs(30) {
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
