@@ -109,6 +109,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let http_stop = CancellationToken::new();
     let (store, work) = Store::with_options(StoreOptions {
         confirm_sweeps: cfg.poll.confirm_sweeps,
+        forget_deleted_after: cfg.poll.forget_deleted_after,
         diff: Diff {
             info: TrackedInfo::from_names(&cfg.gse.tracked_info_fields),
         },

@@ -26,6 +26,14 @@ pub struct PollConfig {
     /// flaps shorter than that; first sightings and deletes are never delayed.
     #[serde(default = "default_confirm_sweeps")]
     pub confirm_sweeps: u32,
+    /// After an agent's delete event, how many more successful inventory refreshes
+    /// its seq and incarnation are remembered. If it comes back within that, its seq
+    /// continues; after it (as after a restart) it comes back at seq 1 in a new
+    /// incarnation, which consumers ordering by (`incarnation_ms`, `seq`) handle the
+    /// same way. Bounds the memory of agents that left (~150 bytes each) on hosts that
+    /// churn for months. Default 288: a day at the default `inventory_interval`.
+    #[serde(default = "default_forget_deleted_after")]
+    pub forget_deleted_after: u32,
 }
 
 fn default_interval() -> Duration {
@@ -40,6 +48,10 @@ fn default_remove_after() -> u32 {
 fn default_confirm_sweeps() -> u32 {
     1
 }
+fn default_forget_deleted_after() -> u32 {
+    DEFAULT_FORGET_DELETED_AFTER
+}
+pub const DEFAULT_FORGET_DELETED_AFTER: u32 = 288;
 
 impl Default for PollConfig {
     fn default() -> Self {
@@ -48,6 +60,7 @@ impl Default for PollConfig {
             inventory_interval: default_inventory_interval(),
             remove_after: default_remove_after(),
             confirm_sweeps: default_confirm_sweeps(),
+            forget_deleted_after: default_forget_deleted_after(),
         }
     }
 }
@@ -65,6 +78,10 @@ impl PollConfig {
         }
         if !(1..=100).contains(&self.confirm_sweeps) {
             errs.push("poll.confirm_sweeps", "must be between 1 and 100");
+        }
+        // Counted in the entry's 16-bit `missing` together with `remove_after`.
+        if self.forget_deleted_after > 60_000 {
+            errs.push("poll.forget_deleted_after", "must be at most 60000");
         }
     }
 }

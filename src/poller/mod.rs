@@ -5,6 +5,6 @@ mod config;
 mod merge;
 mod sweep;
 
-pub use config::PollConfig;
+pub use config::{PollConfig, DEFAULT_FORGET_DELETED_AFTER};
 pub use merge::{merge, Observed};
 pub use sweep::{Extras, Poller, SweepReport, SweepResult};

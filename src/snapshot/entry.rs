@@ -152,6 +152,18 @@ impl Entry {
         !self.is_unacked() && !self.state_dirty && !self.state_in_flight
     }
 
+    /// A deleted agent whose delete event and tombstone are both written, with nothing
+    /// queued or waiting: only its seq is left, and forgetting it loses nothing but
+    /// seq continuity (as a restart does).
+    pub(super) fn is_forgettable(&self) -> bool {
+        self.acked.is_none()
+            && self.motion.is_none()
+            && !self.state_dirty
+            && !self.state_in_flight
+            && !self.event_queued
+            && !self.state_queued
+    }
+
     /// A change is pending or in flight.
     pub(super) fn is_unacked(&self) -> bool {
         self.pending().is_some() || self.in_flight().is_some()

@@ -72,6 +72,9 @@ pub struct StoreOptions {
     /// consecutive sweeps (1 = at once). First sightings and deletes are never delayed.
     pub confirm_sweeps: u32,
     pub diff: diff::Diff,
+    /// Further successful inventory refreshes a deleted agent is remembered for (its
+    /// seq and incarnation), counted from its delete; then its entry is dropped.
+    pub forget_deleted_after: u32,
 }
 
 impl Default for StoreOptions {
@@ -79,6 +82,7 @@ impl Default for StoreOptions {
         StoreOptions {
             confirm_sweeps: 1,
             diff: diff::Diff::default(),
+            forget_deleted_after: crate::poller::DEFAULT_FORGET_DELETED_AFTER,
         }
     }
 }
@@ -97,6 +101,7 @@ pub struct Store {
     /// Consecutive sweeps a changed state must be seen in before it is emitted.
     confirm_sweeps: u32,
     diff: diff::Diff,
+    forget_deleted_after: u32,
     /// Shared strings of the stored states (see `compact.rs`).
     interner: Interner,
     work: mpsc::UnboundedSender<Work>,
@@ -118,6 +123,7 @@ impl Store {
             initial_snapshot: AtomicBool::new(true),
             confirm_sweeps: opts.confirm_sweeps.max(1),
             diff: opts.diff,
+            forget_deleted_after: opts.forget_deleted_after,
             interner: Interner::default(),
             work: tx,
         };
@@ -321,12 +327,19 @@ impl Store {
         sweep: u64,
     ) -> usize {
         let mut deleted = Vec::new();
+        let mut forget = Vec::new();
+        // `missing` saturates at u16::MAX; config validation keeps the sum below it.
+        let forget_at = remove_after.saturating_add(self.forget_deleted_after);
         for mut e in self.map.iter_mut() {
             if present(e.key()) {
                 e.missing = 0;
                 continue;
             }
             e.missing = e.missing.saturating_add(1);
+            if u32::from(e.missing) >= forget_at && e.is_forgettable() {
+                forget.push(e.key().clone());
+                continue;
+            }
             let already_deleting = matches!(e.pending(), Some(c) if c.after.is_none());
             if u32::from(e.missing) >= remove_after && e.latest().is_some() && !already_deleting {
                 e.set_pending(Change {
@@ -345,6 +358,11 @@ impl Store {
         let n = deleted.len();
         for k in deleted {
             self.push(Work::Event(k));
+        }
+        // Removed after the walk (a shard is locked while it is walked); the check is
+        // repeated under the entry's lock.
+        for k in forget {
+            self.map.remove_if(&k, |_, e| e.is_forgettable());
         }
         n
     }
@@ -488,10 +506,10 @@ impl Store {
             self.push(Work::State(k));
         } else {
             // A deleted agent whose tombstone is written stays as a bare entry (no state,
-            // just its seq) so that if it comes back its seq continues. These are
-            // counted nowhere and cost a table slot (~120 bytes) and the key's heap
-            // block each: memory grows with the number of distinct agents deleted
-            // during this process's life.
+            // just its seq) so that if it comes back soon its seq continues. Each costs
+            // a table slot (~120 bytes) and the key's heap block, so it is dropped
+            // after `poll.forget_deleted_after` more refreshes (`inventory_refreshed`):
+            // without that, memory would grow with every agent ever deleted.
         }
     }
 

@@ -311,3 +311,49 @@ fn an_agent_id_is_one_string_shared_by_the_inventory_and_the_snapshot() {
     assert!(Arc::ptr_eq(&ids[1], &new));
     assert_eq!(&*ids[2], "unknown");
 }
+
+#[test]
+fn a_deleted_agent_is_forgotten_after_forget_deleted_after_refreshes() {
+    let (s, _rx) = Store::with_options(StoreOptions {
+        forget_deleted_after: 2,
+        ..StoreOptions::default()
+    });
+    s.finish_restore();
+    s.end_initial_snapshot();
+    s.observe("a", st("a", 2), 1);
+    s.observe("b", st("b", 2), 1);
+    for id in ["a", "b"] {
+        s.take_event(id, "src", 1000).expect("create");
+        s.event_acked(id);
+        s.take_state(id).expect("state");
+        s.state_acked(id);
+    }
+    let only_b = |id: &str| id == "b";
+    // remove_after = 1: the first refreshes without "a" deletes it.
+    assert_eq!(s.inventory_refreshed(&only_b, 1, 2), 1);
+    s.take_event("a", "src", 2000).expect("delete");
+    // Not yet acknowledged: an entry with work in flight is never forgotten.
+    s.inventory_refreshed(&only_b, 1, 3);
+    s.inventory_refreshed(&only_b, 1, 4);
+    assert_eq!(s.len(), 2, "kept while its delete is in flight");
+    s.event_acked("a");
+    s.take_state("a").expect("tombstone");
+    s.state_acked("a");
+    assert_eq!(s.len(), 2, "kept right after its tombstone");
+    s.inventory_refreshed(&only_b, 1, 5);
+    assert_eq!(
+        s.len(),
+        1,
+        "forgotten once missing for remove_after + 2 refreshes"
+    );
+    assert!(s.acked("b").is_some(), "the present agent is untouched");
+    // Back after being forgotten: a new incarnation starting at seq 1.
+    let mut again = st("a", 2);
+    again.observed_at_ms = 9000;
+    s.observe("a", again, 6);
+    let back = s.take_event("a", "src", 9000).expect("create again").event;
+    assert_eq!(
+        (back.op, back.seq, back.incarnation_ms),
+        (Op::Create as i32, 1, 9000)
+    );
+}

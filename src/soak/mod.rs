@@ -11,9 +11,14 @@
 //! - no agent's `seq` skipped (re-delivered event ids are reported, not failed: the
 //!   stream is at-least-once by contract);
 //! - every task is still up and none exited with an error or panic;
-//! - RSS at the end is within `--rss-growth` of the baseline sample (`--rss-baseline-at`
-//!   after the initial snapshot);
-//! - the service then stops cleanly on SIGTERM.
+//! - the last periodic RSS sample, and RSS once the service settled, are within
+//!   `--rss-growth` of the baseline sample (`--rss-baseline-at` after the initial
+//!   snapshot). Periodic samples are taken at the same phase of every outage period
+//!   (just before the outage), so they compare like with like;
+//! - the service then stops cleanly on SIGTERM;
+//! - every event the service counted as acknowledged is in the topic, and the broker
+//!   witness ([`witness`]) lost none of its acknowledged records: a loss it does see
+//!   is the broker's, with no agentwatch code involved.
 
 pub mod broker;
 pub mod consumer;
@@ -88,7 +93,8 @@ pub struct SoakArgs {
     /// RSS sample period (default: the restart period).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub sample_every: Option<Duration>,
-    /// Largest allowed RSS growth from the baseline sample to the end, as a fraction.
+    /// Largest allowed RSS growth from the baseline sample to the last periodic sample
+    /// and to the settled end, as a fraction.
     #[arg(long, default_value_t = 0.25)]
     pub rss_growth: f64,
     /// The RSS baseline is the first sample taken this long after the initial snapshot
@@ -291,16 +297,11 @@ pub async fn run(args: SoakArgs, stop: CancellationToken) -> Result<(), SoakErro
     if let Some(t) = outage_task.take() {
         finish_outage(t).await?;
     }
-    report.rss_end = service.rss()?;
-    report.rss_peak = service.rss_peak();
-    // The end sample, unless a periodic one was just taken.
-    if report
-        .samples
-        .last()
-        .is_none_or(|(at, _)| start.elapsed().saturating_sub(*at) > Duration::from_secs(5))
-    {
-        report.samples.push((start.elapsed(), report.rss_end));
-    }
+    // Informational only: with the default periods the churn stops seconds after the
+    // last outage, while the sink drains its backlog, so this is a transient (in the
+    // 30-minute run: 195 MiB at the last periodic sample, 220 MiB 8 s later). The
+    // verdict uses samples taken at the same phase of every period, and the settled end.
+    report.rss_churn_stop = service.rss()?;
     say(format!(
         "churn and faults stop after {:.0}s; settling",
         start.elapsed().as_secs_f64()
@@ -329,6 +330,8 @@ pub async fn run(args: SoakArgs, stop: CancellationToken) -> Result<(), SoakErro
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 
+    report.rss_end = service.rss()?;
+    report.rss_peak = service.rss_peak();
     let m = service.metrics().await.unwrap_or_default();
     for r in ["success", "partial", "failed"] {
         report.sweeps.insert(
@@ -523,7 +526,7 @@ mod tests {
     }
 
     #[test]
-    fn the_rss_baseline_is_the_first_sample_after_the_warm_up_but_never_the_end_sample() {
+    fn the_rss_baseline_is_the_first_sample_after_the_warm_up_but_never_the_last_one() {
         let m = |s: u64| Duration::from_secs(s * 60);
         let r = Report {
             rss_start: 100,
