@@ -16,9 +16,12 @@
 //!   snapshot). Periodic samples are taken at the same phase of every outage period
 //!   (just before the outage), so they compare like with like;
 //! - the service then stops cleanly on SIGTERM;
-//! - every event the service counted as acknowledged is in the topic, and the broker
-//!   witness ([`witness`]) lost none of its acknowledged records: a loss it does see
-//!   is the broker's, with no agentwatch code involved.
+//! - every event the service counted as acknowledged is in the topic.
+//!
+//! The broker witness ([`witness`]) runs beside it: a record acknowledged to the witness
+//! and missing at the end was lost by the broker, with no agentwatch code involved. That
+//! is printed as the broker's loss, not as agentwatch's failure: agentwatch's stream is
+//! judged by the checks above, which see any loss in it, whoever caused it.
 
 pub mod broker;
 pub mod consumer;
@@ -536,6 +539,50 @@ mod tests {
         assert_eq!(r.baseline(m(5)), (m(5), 130));
         assert_eq!(r.baseline(m(7)), (m(10), 140));
         assert_eq!(r.baseline(m(11)), (Duration::ZERO, 100));
+    }
+
+    #[test]
+    fn a_broker_loss_seen_by_the_witness_is_reported_but_judged_apart_from_agentwatch() {
+        let args = <SoakArgs as clap::FromArgMatches>::from_arg_matches(
+            &<SoakArgs as clap::Args>::augment_args(clap::Command::new("soak"))
+                .get_matches_from(["soak", "--tansu", "tansu"]),
+        )
+        .expect("default args");
+        let mut r = Report {
+            rss_start: 100,
+            rss_end: 100,
+            samples: vec![(Duration::ZERO, 100)],
+            tasks: vec![("poller".into(), 1.0)],
+            clean_exit: Some(true),
+            events_acked: 10.0,
+            fold: FoldSummary {
+                distinct: 10,
+                ..FoldSummary::default()
+            },
+            reread: (10, 0),
+            ..Report::default()
+        };
+        assert!(report::broker_loss(&r).is_none());
+        r.witness = Some(witness::WitnessSummary {
+            acked: 40,
+            lost: vec![20, 21],
+            ..Default::default()
+        });
+        let loss = report::broker_loss(&r).expect("the witness's loss is reported");
+        assert!(
+            loss.contains("lost 2 of the 40") && loss.contains("#20"),
+            "{loss}"
+        );
+        assert!(
+            failures(&r, &args).is_empty(),
+            "agentwatch's own checks hold"
+        );
+        r.events_acked = 12.0;
+        assert_eq!(
+            failures(&r, &args).len(),
+            1,
+            "its own loss still fails the run"
+        );
     }
 
     #[test]
