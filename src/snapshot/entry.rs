@@ -158,8 +158,7 @@ impl Entry {
     pub(super) fn is_forgettable(&self) -> bool {
         self.acked.is_none()
             && self.motion.is_none()
-            && !self.state_dirty
-            && !self.state_in_flight
+            && self.is_settled()
             && !self.event_queued
             && !self.state_queued
     }

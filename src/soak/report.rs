@@ -103,19 +103,8 @@ pub(super) fn failures(r: &Report, args: &SoakArgs) -> Vec<String> {
         ));
     }
     let (at, baseline) = r.baseline(args.rss_baseline_at);
-    let limit = baseline as f64 * (1.0 + args.rss_growth);
-    let last = r.samples.last().filter(|(t, _)| *t > at);
-    for (what, rss) in last
-        .map(|(t, rss)| {
-            (
-                format!("the last periodic sample ({:.1}m)", t.as_secs_f64() / 60.0),
-                *rss,
-            )
-        })
-        .into_iter()
-        .chain([("the settled end".to_owned(), r.rss_end)])
-    {
-        if rss as f64 > limit {
+    let mut rss_check = |what: String, rss: u64| {
+        if rss as f64 > baseline as f64 * (1.0 + args.rss_growth) {
             out.push(format!(
                 "RSS grew from {} (at {:.1}m) to {} at {what} (limit +{:.0}%)",
                 mib(baseline),
@@ -124,7 +113,12 @@ pub(super) fn failures(r: &Report, args: &SoakArgs) -> Vec<String> {
                 args.rss_growth * 100.0
             ));
         }
+    };
+    if let Some(&(t, rss)) = r.samples.last().filter(|(t, _)| *t > at) {
+        let minutes = t.as_secs_f64() / 60.0;
+        rss_check(format!("the last periodic sample ({minutes:.1}m)"), rss);
     }
+    rss_check("the settled end".to_owned(), r.rss_end);
     if r.clean_exit != Some(true) {
         out.push("the service did not stop cleanly on SIGTERM".into());
     }

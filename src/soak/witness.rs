@@ -16,14 +16,14 @@ use futures::{stream::FuturesUnordered, StreamExt as _};
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
-    consumer::{BaseConsumer, Consumer as _},
+    consumer::Consumer as _,
     error::{KafkaError, RDKafkaErrorCode},
     producer::{FutureProducer, FutureRecord},
-    Message as _, Offset, TopicPartitionList,
+    Message as _,
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::sinks::kafka::{client_config, producer::producer_config, KafkaConfig};
+use crate::sinks::kafka::{client_config, producer::producer_config, to_end, KafkaConfig};
 
 /// What the witness sent, and what the broker said about it.
 #[derive(Debug, Default)]
@@ -92,26 +92,19 @@ impl Witness {
     pub(super) async fn finish(self) -> Result<WitnessSummary, KafkaError> {
         self.stop.cancel();
         let sent = self.task.await.unwrap_or_default();
-        let (cfg, topic, acked) = (self.cfg, self.topic, sent.acked.clone());
-        let back = tokio::task::spawn_blocking(move || read_back(&cfg, &topic, &acked))
+        let acked = sent.acked.len() as u64;
+        let (cfg, topic) = (self.cfg, self.topic);
+        let back = tokio::task::spawn_blocking(move || read_back(&cfg, &topic, sent.acked))
             .await
             .map_err(|_| KafkaError::Canceled)??;
-        let present = &back.present;
-        let mut lost: Vec<u64> = sent
-            .acked
-            .iter()
-            .copied()
-            .filter(|n| !present.contains(n))
-            .collect();
-        lost.sort_unstable();
         Ok(WitnessSummary {
             sent: sent.sent,
-            acked: sent.acked.len() as u64,
+            acked,
             failed: sent.failed,
-            read_back: present.len() as u64,
+            read_back: back.present.len() as u64,
             last_offset: back.last_offset,
             watermarks: back.watermarks,
-            lost,
+            lost: back.lost,
         })
     }
 }
@@ -180,21 +173,21 @@ fn record(out: &mut Sent, n: u64, ok: bool) {
 /// Every record number in the topic, read from the beginning until every acknowledged
 /// one was seen or nothing new arrived for 30 s. No end-of-partition test: tansu's high
 /// watermark cannot be trusted (CLARIFICATIONS.md), and the S3 engine answers slowly.
-fn read_back(cfg: &KafkaConfig, topic: &str, acked: &[u64]) -> Result<ReadBack, KafkaError> {
-    let consumer: BaseConsumer = client_config(cfg)
-        .set("group.id", format!("soak-witness-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("log_level", "2")
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
-    consumer.assign(&tpl)?;
-    let want: HashSet<u64> = acked.iter().copied().collect();
+fn read_back(cfg: &KafkaConfig, topic: &str, acked: Vec<u64>) -> Result<ReadBack, KafkaError> {
+    let mut client = client_config(cfg);
+    client.set("log_level", "2");
+    // End-of-partition reports are skipped below like any other non-record.
+    let consumer = to_end::consumer(client, "soak-witness")?;
+    to_end::assign_from_beginning(&consumer, topic, &[0])?;
+    // Acknowledged records not seen yet; what is left at the end was lost.
+    let mut missing: HashSet<u64> = acked.into_iter().collect();
     let mut out = ReadBack::default();
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut last_new = Instant::now();
-    let mut missing = want.len();
-    while missing > 0 && Instant::now() < deadline && last_new.elapsed() < Duration::from_secs(30) {
+    while !missing.is_empty()
+        && Instant::now() < deadline
+        && last_new.elapsed() < Duration::from_secs(30)
+    {
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
@@ -205,11 +198,12 @@ fn read_back(cfg: &KafkaConfig, topic: &str, acked: &[u64]) -> Result<ReadBack, 
             .and_then(|p| <[u8; 8]>::try_from(p).ok())
             .map(u64::from_be_bytes);
         if let Some(n) = n {
-            if out.present.insert(n) && want.contains(&n) {
-                missing -= 1;
-            }
+            out.present.insert(n);
+            missing.remove(&n);
         }
     }
+    out.lost = missing.into_iter().collect();
+    out.lost.sort_unstable();
     out.watermarks = consumer
         .fetch_watermarks(topic, 0, Duration::from_secs(10))
         .ok();
@@ -219,6 +213,8 @@ fn read_back(cfg: &KafkaConfig, topic: &str, acked: &[u64]) -> Result<ReadBack, 
 #[derive(Debug, Default)]
 struct ReadBack {
     present: HashSet<u64>,
+    /// Acknowledged records not read back, ascending.
+    lost: Vec<u64>,
     last_offset: Option<i64>,
     watermarks: Option<(i64, i64)>,
 }

@@ -128,14 +128,19 @@ fn restore_one(
     report: &mut RestoreReport,
 ) {
     let topic = cfg.state_topic.as_str();
-    let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+    // Counted and logged with where it is, so an operator can find it.
+    let mut invalid = |what: &str, error: Option<&encode::DecodeError>| {
         report.invalid += 1;
         tracing::warn!(
             topic,
             partition = msg.partition(),
             offset = msg.offset(),
-            "state record without a UTF-8 key; ignored"
+            error = error.map(tracing::field::display),
+            "{what}; ignored"
         );
+    };
+    let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+        invalid("state record without a UTF-8 key", None);
         return;
     };
     if !shard.owns(key) {
@@ -159,21 +164,9 @@ fn restore_one(
             Some(state) if state.agent_id == key => {
                 store.restore_record(key, state, rec.seq, rec.incarnation_ms)
             }
-            _ => {
-                report.invalid += 1;
-                tracing::warn!(
-                    topic,
-                    partition = msg.partition(),
-                    offset = msg.offset(),
-                    "state record without a state for its key; ignored"
-                );
-            }
+            _ => invalid("state record without a state for its key", None),
         },
-        Err(e) => {
-            report.invalid += 1;
-            tracing::warn!(topic, partition = msg.partition(), offset = msg.offset(),
-                error = %e, "undecodable state record; ignored");
-        }
+        Err(e) => invalid("undecodable state record", Some(&e)),
     }
 }
 
