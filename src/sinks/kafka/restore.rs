@@ -128,19 +128,14 @@ fn restore_one(
     report: &mut RestoreReport,
 ) {
     let topic = cfg.state_topic.as_str();
-    // Counted and logged with where it is, so an operator can find it.
-    let mut invalid = |what: &str, error: Option<&encode::DecodeError>| {
+    let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else {
         report.invalid += 1;
         tracing::warn!(
             topic,
             partition = msg.partition(),
             offset = msg.offset(),
-            error = error.map(tracing::field::display),
-            "{what}; ignored"
+            "state record without a UTF-8 key; ignored"
         );
-    };
-    let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-        invalid("state record without a UTF-8 key", None);
         return;
     };
     if !shard.owns(key) {
@@ -164,9 +159,21 @@ fn restore_one(
             Some(state) if state.agent_id == key => {
                 store.restore_record(key, state, rec.seq, rec.incarnation_ms)
             }
-            _ => invalid("state record without a state for its key", None),
+            _ => {
+                report.invalid += 1;
+                tracing::warn!(
+                    topic,
+                    partition = msg.partition(),
+                    offset = msg.offset(),
+                    "state record without a state for its key; ignored"
+                );
+            }
         },
-        Err(e) => invalid("undecodable state record", Some(&e)),
+        Err(e) => {
+            report.invalid += 1;
+            tracing::warn!(topic, partition = msg.partition(), offset = msg.offset(),
+                error = %e, "undecodable state record; ignored");
+        }
     }
 }
 
