@@ -20,7 +20,7 @@ use agentwatch::{
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 struct Fixture {
-    ids: Vec<std::sync::Arc<str>>,
+    ids: Vec<agentwatch::sources::inventory::AgentId>,
     hosts: Vec<Host>,
     gse: Vec<GseAgentState>,
 }

@@ -411,7 +411,7 @@ async fn status(
     for a in args {
         match cloud_ip(a) {
             Some((cloud, ip)) if use_v1 => v1_hosts.push((cloud, ip.to_string())),
-            _ => v2_ids.push(Arc::<str>::from(a.as_str())),
+            _ => v2_ids.push(crate::sources::inventory::AgentId::from(a.as_str())),
         }
     }
     if !v2_ids.is_empty() && gse.base_url.is_empty() {

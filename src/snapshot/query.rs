@@ -14,13 +14,14 @@
 //!
 //! We chose a lazily rebuilt index over secondary maps maintained on every write so
 //! the write path (one `observe` per agent per sweep) stays as it was, and memory is
-//! spent only when the API is used. Memory: a sorted `Vec<Arc<str>>` of ids (16 B per
+//! spent only when the API is used. Memory: a sorted `Vec<AgentId>` of ids (16 B per
 //! agent; the strings are shared with the store's keys) and two hash maps from a key
 //! to a `u32` position (16 B slots plus hashbrown's control byte and power-of-two
 //! headroom): 50–90 B per agent, about 90 MB at 1M agents, twice that for a moment
 //! while a rebuild replaces an index still used by a request, plus ~56 B per agent of
 //! scratch during a rebuild. A rebuild is one pass plus a sort of the ids.
 
+use crate::sources::inventory::AgentId;
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
@@ -114,7 +115,7 @@ enum Key {
 #[derive(Debug, Default)]
 pub struct AgentIndex {
     generation: u64,
-    ids: Vec<Arc<str>>,
+    ids: Vec<AgentId>,
     by_host: HashMap<i64, u32>,
     /// IPv4 addresses, the common case: the cloud id as bytes keeps the key's
     /// alignment at 4, so a slot is 16 bytes instead of 24.
@@ -151,7 +152,7 @@ impl AgentIndex {
         }
     }
 
-    fn candidates(&self, key: Key) -> impl Iterator<Item = &Arc<str>> {
+    fn candidates(&self, key: Key) -> impl Iterator<Item = &AgentId> {
         let first = match key {
             Key::Host(h) => self.by_host.get(&h),
             Key::Addr(c, IpAddr::V4(ip)) => self.by_v4.get(&v4_key(c, ip)),
@@ -214,7 +215,7 @@ pub struct PageWalk {
     remaining: usize,
     /// Ids still to look at: bounds the work of one page when a filter matches few.
     scan_left: usize,
-    last_scanned: Option<Arc<str>>,
+    last_scanned: Option<AgentId>,
 }
 
 impl PageWalk {
@@ -332,7 +333,7 @@ impl Store {
         // Read first: a change during the pass leaves the index one generation behind,
         // so the next request rebuilds it again rather than missing the change.
         let generation = self.generation();
-        let mut rows: Vec<(Arc<str>, Identity)> = Vec::with_capacity(self.map.len());
+        let mut rows: Vec<(AgentId, Identity)> = Vec::with_capacity(self.map.len());
         for e in self.map.iter() {
             if let Some(s) = e.latest() {
                 rows.push((e.key().clone(), Identity::of(&s.view(e.key()))));

@@ -10,6 +10,7 @@
 //!
 //! HTTP handlers only read.
 
+use crate::sources::inventory::AgentId;
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -33,9 +34,9 @@ use crate::proto::v1::{AgentEvent, AgentState, Op};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Work {
     /// Produce the agent's pending change to the events topic.
-    Event(Arc<str>),
+    Event(AgentId),
     /// Write the agent's acknowledged state (or a tombstone) to the state topic.
-    State(Arc<str>),
+    State(AgentId),
 }
 
 /// An event ready to encode, with what the sink needs to report on it.
@@ -90,7 +91,7 @@ impl Default for StoreOptions {
 pub struct Store {
     /// aHash rather than SipHash: one lookup per agent per sweep makes the hash a
     /// measurable share of a sweep; aHash is still randomly keyed per process.
-    pub(super) map: DashMap<Arc<str>, Entry, ahash::RandomState>,
+    pub(super) map: DashMap<AgentId, Entry, ahash::RandomState>,
     /// Bumped whenever an agent appears or the host id / cloud / IP of its latest state
     /// changes: the query API's lookup index is rebuilt when it moved (`query.rs`).
     /// Removals do not bump it; lookups verify what the index points at.
@@ -165,7 +166,7 @@ impl Store {
     /// Loads one agent from a state-topic record, with its incarnation.
     pub fn restore_record(&self, agent_id: &str, state: AgentState, seq: u64, incarnation_ms: i64) {
         self.map.insert(
-            Arc::from(agent_id),
+            AgentId::from(agent_id),
             Entry::restored(
                 Stored::from_view(&state.view(), &self.interner),
                 seq,
@@ -184,7 +185,7 @@ impl Store {
     /// that an agent id is one string however many hold it: an inventory is built from
     /// fresh strings at every refresh, and restored agents were keyed before any
     /// inventory came. One lookup per id.
-    pub fn share_ids(&self, ids: &mut [Arc<str>]) {
+    pub fn share_ids(&self, ids: &mut [AgentId]) {
         for id in ids {
             if let Some(e) = self.map.get(&**id) {
                 *id = e.key().clone();
@@ -206,13 +207,13 @@ impl Store {
 
     /// Records a successful GSE observation of one agent.
     pub fn observe(&self, agent_id: &str, observed: AgentState, sweep: u64) {
-        self.observe_view(&Arc::from(agent_id), &observed.view(), sweep);
+        self.observe_view(&AgentId::from(agent_id), &observed.view(), sweep);
     }
 
     /// Records a successful GSE observation of one agent, given as borrowed fields:
     /// an unchanged agent costs a lookup and a comparison, no allocation. A new agent
     /// is keyed by `agent_id` itself (the inventory's string, shared, not copied).
-    pub fn observe_view(&self, agent_id: &Arc<str>, observed: &AgentView<'_>, sweep: u64) {
+    pub fn observe_view(&self, agent_id: &AgentId, observed: &AgentView<'_>, sweep: u64) {
         let initial = self.initial_snapshot.load(Ordering::Relaxed);
         let mut queue = false;
         let key;

@@ -19,7 +19,7 @@ fn drain(rx: &mut mpsc::UnboundedReceiver<Work>) -> Vec<Work> {
 }
 
 fn ev(id: &str) -> Work {
-    Work::Event(Arc::from(id))
+    Work::Event(AgentId::from(id))
 }
 
 #[test]
@@ -109,7 +109,7 @@ fn snapshot_advances_only_after_acknowledgement() {
     s.event_acked("a");
     assert_eq!(s.acked("a").expect("acked"), (st("a", 3), 2));
     // The state topic write follows the ack.
-    assert_eq!(drain(&mut rx), vec![Work::State(Arc::from("a"))]);
+    assert_eq!(drain(&mut rx), vec![Work::State(AgentId::from("a"))]);
     let out = s.take_state("a").expect("state");
     assert_eq!(out.seq, 2);
     s.state_acked("a");
@@ -301,14 +301,14 @@ fn an_agent_id_is_one_string_shared_by_the_inventory_and_the_snapshot() {
     s.finish_restore();
     let key = |id: &str| s.map.get(id).expect("entry").key().clone();
     // A new agent is keyed by the caller's string itself.
-    let new: Arc<str> = Arc::from("new");
+    let new: AgentId = AgentId::from("new");
     s.observe_view(&new, &st("new", 2).view(), 1);
-    assert!(Arc::ptr_eq(&key("new"), &new));
+    assert!(AgentId::ptr_eq(&key("new"), &new));
     // A fresh inventory takes the snapshot's strings for the agents it already has.
-    let mut ids: Vec<Arc<str>> = ["restored", "new", "unknown"].map(Arc::from).to_vec();
+    let mut ids: Vec<AgentId> = ["restored", "new", "unknown"].map(AgentId::from).to_vec();
     s.share_ids(&mut ids);
-    assert!(Arc::ptr_eq(&ids[0], &key("restored")));
-    assert!(Arc::ptr_eq(&ids[1], &new));
+    assert!(AgentId::ptr_eq(&ids[0], &key("restored")));
+    assert!(AgentId::ptr_eq(&ids[1], &new));
     assert_eq!(&*ids[2], "unknown");
 }
 

@@ -224,7 +224,7 @@ impl Probe<'_> {
             resource: "cluster/list_agent_state".to_owned(),
         };
         let names = StatusNames::from_config(&cfg.gse.status_names);
-        let ids = [Arc::<str>::from(target.id.as_str())];
+        let ids = [crate::sources::inventory::AgentId::from(target.id.as_str())];
         let client = || GseClient::new(&self.gse_config(), &cfg.bk, self.metrics.clone());
         // With "auto" a missing GSE 2.0 is expected: the service falls back to 1.x.
         let fallback = |e: ApiError| -> Result<String, ApiError> {

@@ -5,7 +5,7 @@
 //! `bk_agent_id` is optional and null is read as absent. Each item carries its own `code`:
 //! an item with `code != 0` is GSE saying it has nothing for that agent.
 
-use std::sync::Arc;
+use crate::sources::inventory::AgentId;
 
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +29,7 @@ pub struct GseAgentInfo {
 
 #[derive(Serialize)]
 struct Request<'a> {
-    agent_id_list: &'a [Arc<str>],
+    agent_id_list: &'a [AgentId],
 }
 
 /// One `data` item; the other fields GSE sends (`status_code`, `bk_host_ip`, ...) are
@@ -78,7 +78,7 @@ impl GseClient {
     /// from `data`, answered with a per-agent error item (`code != 0`, counted in a debug
     /// log), or the whole batch answered with business code 1011003 (`Ok(vec![])`). An
     /// empty `ids` makes no call.
-    pub async fn list_agent_info(&self, ids: &[Arc<str>]) -> Result<Vec<GseAgentInfo>, ApiError> {
+    pub async fn list_agent_info(&self, ids: &[AgentId]) -> Result<Vec<GseAgentInfo>, ApiError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -176,8 +176,8 @@ mod tests {
         )
     }
 
-    fn ids(list: &[&str]) -> Vec<Arc<str>> {
-        list.iter().map(|s| Arc::from(*s)).collect()
+    fn ids(list: &[&str]) -> Vec<AgentId> {
+        list.iter().map(|s| AgentId::from(*s)).collect()
     }
 
     /// An item shaped like NodeMan's mock (bk-api.md B §1.2).

@@ -1,6 +1,7 @@
 //! Agent status from whichever GSE API generation is configured (`gse.api`), with the
 //! "auto" fallback from 2.0 to 1.x.
 
+use crate::sources::inventory::AgentId;
 use std::{
     collections::HashMap,
     net::Ipv4Addr,
@@ -79,7 +80,7 @@ impl StatusSource {
     /// batch while v1 is active (see [`needs_ipv4`](Self::needs_ipv4)).
     pub async fn query(
         &self,
-        ids: &[Arc<str>],
+        ids: &[AgentId],
         hosts: &[Host],
     ) -> Result<Vec<GseAgentState>, ApiError> {
         if self.active() == GseApi::V2 {
@@ -97,7 +98,7 @@ impl StatusSource {
 
     async fn query_v1(
         &self,
-        ids: &[Arc<str>],
+        ids: &[AgentId],
         hosts: &[Host],
     ) -> Result<Vec<GseAgentState>, ApiError> {
         let Some(v1) = &self.v1 else {
@@ -131,7 +132,7 @@ impl StatusSource {
     /// Agent details of one batch (v2 `list_agent_info`, v1 `get_agent_info`).
     pub async fn agent_info(
         &self,
-        ids: &[Arc<str>],
+        ids: &[AgentId],
         hosts: &[Host],
     ) -> Result<Vec<GseAgentInfo>, ApiError> {
         match (self.active(), &self.v2, &self.v1) {
@@ -184,7 +185,7 @@ fn is_missing_api(e: &ApiError) -> bool {
 type ByKey<'a> = HashMap<(i64, &'a str), &'a str>;
 
 /// The (cloud, IPv4) keys of a batch and the agent id each belongs to.
-fn v1_keys<'a>(ids: &'a [Arc<str>], hosts: &'a [Host]) -> (Vec<(i64, String)>, ByKey<'a>) {
+fn v1_keys<'a>(ids: &'a [AgentId], hosts: &'a [Host]) -> (Vec<(i64, String)>, ByKey<'a>) {
     let mut keys = Vec::with_capacity(hosts.len());
     let mut by_key = HashMap::with_capacity(hosts.len());
     for (id, h) in ids.iter().zip(hosts) {

@@ -1,6 +1,7 @@
 //! GSE 2.0 `cluster/list_agent_state` (bk-api.md B §1.1): realtime state of up to
 //! `batch_size` agents per call.
 
+use crate::sources::inventory::AgentId;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,7 @@ pub struct GseClient {
 
 #[derive(Serialize)]
 struct Request<'a> {
-    agent_id_list: &'a [Arc<str>],
+    agent_id_list: &'a [AgentId],
 }
 
 /// One `data` item as sent; unknown fields are skipped without being stored.
@@ -77,7 +78,7 @@ impl GseClient {
     /// not found); business code 1011003 ("none of these ids are known") is that same
     /// answer for the whole batch, so it is `Ok(vec![])`, not an error. An empty `ids`
     /// makes no call.
-    pub async fn list_agent_state(&self, ids: &[Arc<str>]) -> Result<Vec<GseAgentState>, ApiError> {
+    pub async fn list_agent_state(&self, ids: &[AgentId]) -> Result<Vec<GseAgentState>, ApiError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -173,8 +174,8 @@ mod tests {
         )
     }
 
-    fn ids(list: &[&str]) -> Vec<Arc<str>> {
-        list.iter().map(|s| Arc::from(*s)).collect()
+    fn ids(list: &[&str]) -> Vec<AgentId> {
+        list.iter().map(|s| AgentId::from(*s)).collect()
     }
 
     #[tokio::test]
