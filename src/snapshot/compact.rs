@@ -7,15 +7,17 @@
 //! so they live in one shared, interned [`Profile`] per distinct combination, with the
 //! small status fields that go with them (status code, alive, run mode); the agent id
 //! is the map's key and is not stored again. What stays per agent is the host, cloud
-//! and business ids, the IP (inline when IPv4), the observation time and two pointers:
-//! 64 bytes and no heap block of its own. Agent info and plugins (only with those
-//! features on) sit behind one optional box.
+//! and business ids (32-bit inline), the IP (IPv4 inline), the observation time and two
+//! pointers: 40 bytes and no heap block of its own. What few agents have — agent info
+//! and plugins (only with those features on), a non-IPv4 IP, an id beyond 32 bits —
+//! sits behind one optional box.
 //!
 //! The protobuf `AgentState` is rebuilt ([`Stored::to_state`]) only when an event or a
 //! state record is produced.
 
 use std::{
     collections::{BTreeMap, HashMap},
+    net::Ipv4Addr,
     sync::{Arc, Mutex},
 };
 
@@ -98,49 +100,62 @@ impl Profile {
     }
 }
 
-/// The IP: an IPv4 address inline (most agents), anything else (IPv6, empty, odd
-/// text) as it was given.
-#[derive(Debug, Clone)]
-enum StoredIp {
-    V4(std::net::Ipv4Addr),
-    Text(Box<str>),
-}
-
-/// Agent info and plugins: absent for most deployments, so kept out of line.
+/// What few agents need, kept out of line so that the rest do not pay for it: agent
+/// info and plugins (only with those features on), and the odd values that do not fit
+/// the inline fields.
 #[derive(Debug, Clone, PartialEq)]
 struct Extra {
     info: Option<AgentInfo>,
     plugins: BTreeMap<String, PluginState>,
+    /// The IP when it is not an IPv4 address: IPv6, empty, or text that is not
+    /// canonical dotted-decimal (kept as given, so it round-trips exactly).
+    ip_text: Option<Box<str>>,
+    /// Host, cloud and business ids, when one of them does not fit in 32 bits.
+    wide_ids: Option<[i64; 3]>,
 }
 
 /// One agent's state as the snapshot holds it. Field meanings: see the .proto.
+///
+/// The ids are 64-bit in the contract but 32-bit in every BlueKing deployment seen
+/// (auto-increment keys, small cloud area numbers), so they are kept in 32 bits inline
+/// and all three move to the extra box when one does not fit; likewise the IP is an
+/// inline IPv4 address unless the extra box has its text. Reading a field checks
+/// `extra`, which is `None` for most agents: a null test, not a pointer to follow.
 #[derive(Debug, Clone)]
 pub(crate) struct Stored {
-    host_id: i64,
-    cloud_id: i64,
-    biz_id: i64,
     observed_at_ms: i64,
-    ip: StoredIp,
     profile: Arc<Profile>,
     extra: Option<Box<Extra>>,
+    host_id: i32,
+    cloud_id: i32,
+    biz_id: i32,
+    /// Meaningless when `extra` has `ip_text`.
+    ipv4: Ipv4Addr,
 }
 
 // Every agent holds one, two while a change is pending (a protobuf AgentState is ~310
-// bytes): a change of layout that grows it should be a decision.
-const _: () = assert!(std::mem::size_of::<Stored>() <= 64);
+// bytes): at a million agents 8 bytes here are ~17 MB (the table is 48-88% full), so a
+// change of layout that grows it should be a decision.
+const _: () = assert!(std::mem::size_of::<Stored>() <= 40);
 
 impl Stored {
     /// The state as borrowed fields; `agent_id` is the snapshot key it is stored under.
     pub(crate) fn view<'a>(&'a self, agent_id: &'a str) -> AgentView<'a> {
         let p = &*self.profile;
+        let extra = self.extra.as_deref();
+        let [host_id, cloud_id, biz_id] = extra.and_then(|x| x.wide_ids).unwrap_or([
+            i64::from(self.host_id),
+            i64::from(self.cloud_id),
+            i64::from(self.biz_id),
+        ]);
         AgentView {
             agent_id,
-            host_id: self.host_id,
-            cloud_id: self.cloud_id,
-            biz_id: self.biz_id,
-            ip: match &self.ip {
-                StoredIp::V4(a) => IpRef::V4(*a),
-                StoredIp::Text(s) => IpRef::Text(s),
+            host_id,
+            cloud_id,
+            biz_id,
+            ip: match extra.and_then(|x| x.ip_text.as_deref()) {
+                Some(s) => IpRef::Text(s),
+                None => IpRef::V4(self.ipv4),
             },
             status_code: p.status_code,
             status: &p.status,
@@ -152,8 +167,8 @@ impl Stored {
             observed_at_ms: self.observed_at_ms,
             status_api: &p.status_api,
             v1_agent_alive: p.v1_agent_alive,
-            info: self.extra.as_ref().and_then(|x| x.info.as_ref()),
-            plugins: self.extra.as_ref().map_or(&NO_PLUGINS, |x| &x.plugins),
+            info: extra.and_then(|x| x.info.as_ref()),
+            plugins: extra.map_or(&NO_PLUGINS, |x| &x.plugins),
         }
     }
 
@@ -163,26 +178,40 @@ impl Stored {
     }
 
     pub(crate) fn from_view(v: &AgentView<'_>, interner: &Interner) -> Stored {
-        let extra = (v.info.is_some() || !v.plugins.is_empty()).then(|| {
-            Box::new(Extra {
-                info: v.info.cloned(),
-                plugins: v.plugins.clone(),
-            })
-        });
-        Stored {
-            host_id: v.host_id,
-            cloud_id: v.cloud_id,
-            biz_id: v.biz_id,
-            observed_at_ms: v.observed_at_ms,
-            ip: match v.ip {
-                IpRef::V4(a) => StoredIp::V4(a),
-                IpRef::Text(s) => match s.parse() {
-                    Ok(a) => StoredIp::V4(a),
-                    Err(_) => StoredIp::Text(s.into()),
-                },
+        let (ipv4, ip_text) = match v.ip {
+            IpRef::V4(a) => (a, None),
+            IpRef::Text(s) => match s.parse() {
+                Ok(a) => (a, None),
+                Err(_) => (Ipv4Addr::UNSPECIFIED, Some(Box::from(s))),
             },
+        };
+        let narrow = (
+            i32::try_from(v.host_id),
+            i32::try_from(v.cloud_id),
+            i32::try_from(v.biz_id),
+        );
+        let (ids, wide_ids) = match narrow {
+            (Ok(h), Ok(c), Ok(b)) => ((h, c, b), None),
+            _ => ((0, 0, 0), Some([v.host_id, v.cloud_id, v.biz_id])),
+        };
+        let extra =
+            (v.info.is_some() || !v.plugins.is_empty() || ip_text.is_some() || wide_ids.is_some())
+                .then(|| {
+                    Box::new(Extra {
+                        info: v.info.cloned(),
+                        plugins: v.plugins.clone(),
+                        ip_text,
+                        wide_ids,
+                    })
+                });
+        Stored {
+            observed_at_ms: v.observed_at_ms,
             profile: interner.profile(v),
             extra,
+            host_id: ids.0,
+            cloud_id: ids.1,
+            biz_id: ids.2,
+            ipv4,
         }
     }
 
@@ -291,6 +320,42 @@ mod tests {
         let stored = Stored::from_view(&bare.view(), &interner);
         assert!(stored.extra.is_none());
         assert_eq!(stored.to_state("a-1"), bare);
+    }
+
+    #[test]
+    fn ids_beyond_32_bits_and_ips_that_are_not_ipv4_round_trip_through_the_extra_box() {
+        let interner = Interner::default();
+        let bare = |host_id: i64, cloud_id: i64, biz_id: i64, ip: &str| AgentState {
+            host_id,
+            cloud_id,
+            biz_id,
+            ip: ip.into(),
+            info: None,
+            plugins: BTreeMap::new(),
+            ..state("2.1.5")
+        };
+        for s in [
+            bare(i64::from(i32::MAX) + 1, 0, 2, "10.0.0.1"),
+            bare(7, i64::from(i32::MIN) - 1, 2, "10.0.0.1"),
+            bare(7, 0, i64::MAX, "10.0.0.1"),
+            bare(7, 0, 2, "fe80::1"),
+            bare(7, 0, 2, ""),
+            bare(7, 0, 2, "010.0.0.1"),
+        ] {
+            let stored = Stored::from_view(&s.view(), &interner);
+            assert!(stored.extra.is_some(), "{s:?}");
+            assert_eq!(stored.to_state("a-1"), s);
+        }
+        // The usual agent: 32-bit ids, an IPv4 address (also 0.0.0.0 and negative
+        // ids), nothing out of line.
+        for s in [
+            bare(i64::from(i32::MAX), i64::from(i32::MIN), 0, "0.0.0.0"),
+            bare(-1, 0, 2, "255.255.255.255"),
+        ] {
+            let stored = Stored::from_view(&s.view(), &interner);
+            assert!(stored.extra.is_none(), "{s:?}");
+            assert_eq!(stored.to_state("a-1"), s);
+        }
     }
 
     #[test]

@@ -50,10 +50,10 @@ pub(super) struct Entry {
 
 // A million agents hold one each, in a table 44-88% full: 8 bytes here are 9-18 bytes
 // per agent. The small fields fill what would otherwise be padding.
-const _: () = assert!(std::mem::size_of::<Entry>() <= 104);
+const _: () = assert!(std::mem::size_of::<Entry>() <= 80);
 // One per agent with a change not yet acknowledged (all of them in the first sweep's
 // storm or a broker outage).
-const _: () = assert!(std::mem::size_of::<InMotion>() <= 128);
+const _: () = assert!(std::mem::size_of::<InMotion>() <= 104);
 
 /// What is in motion for one agent. Most agents have none of it, so an entry keeps it
 /// behind one optional box (8 bytes in every entry rather than three boxes' 24), and
