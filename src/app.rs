@@ -11,7 +11,7 @@ use crate::{
     http::{self, Health},
     metrics::Metrics,
     poller::{Extras, Poller, SweepReport, SweepResult},
-    sinks::kafka::{self, restore, topics, KafkaSink, SinkError},
+    sinks::kafka::{restore, topics, KafkaSink, SinkError},
     snapshot::{
         diff::{Diff, TrackedInfo},
         StatusNames, Store, StoreOptions,
@@ -214,9 +214,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
                     tombstones = report.tombstones, invalid = report.invalid,
                     other_shards = report.other_shards,
                     elapsed = ?report.elapsed, "state restored");
-                let producer = kafka::create_producer(&cfg.kafka)?;
-                let sink =
-                    KafkaSink::new(producer, store.clone(), cfg.kafka.clone(), metrics.clone());
+                let sink = KafkaSink::new(store.clone(), cfg.kafka.clone(), metrics.clone())?;
                 let sink_task = supervise(
                     &sup,
                     Task::KafkaSink,

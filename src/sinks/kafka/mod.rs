@@ -2,6 +2,7 @@
 //! compacted `kafka.state_topic`, and the restore of the snapshot from that topic.
 
 mod config;
+mod delivery;
 pub mod encode;
 mod error;
 pub mod probe;

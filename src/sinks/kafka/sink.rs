@@ -11,59 +11,60 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use futures::{future::BoxFuture, stream::FuturesUnordered, FutureExt, StreamExt};
 use rdkafka::{
     error::KafkaError,
-    producer::{FutureProducer, FutureRecord, Producer},
+    producer::{BaseRecord, Producer},
     util::Timeout,
 };
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio_util::{sync::CancellationToken, time::DelayQueue};
 
-use super::{encode, KafkaConfig};
+use super::{
+    delivery::{self, Done, Sent, SinkProducer},
+    encode, KafkaConfig, SinkError,
+};
 use crate::{
     metrics::Metrics,
     proto::v1::AgentStateRecord,
     snapshot::{Store, Work},
 };
 
-/// What came back from the broker for one record.
-struct Done {
-    work: Work,
-    bytes: usize,
-    op: i32,
-    result: Result<(), KafkaError>,
-}
-
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: SinkProducer,
+    /// Where every producer this sink creates sends its delivery reports.
+    done_tx: UnboundedSender<Done>,
+    done_rx: UnboundedReceiver<Done>,
     store: Arc<Store>,
     cfg: KafkaConfig,
     metrics: Arc<Metrics>,
     source: String,
 }
 
-/// Most records handed to the producer per wake-up of the loop.
+/// Most records handed to the producer, or reports handled, per wake-up of the loop.
 const DISPATCH_BATCH: usize = 512;
 
 /// Longest wait before retrying a failed record.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 
 impl KafkaSink {
+    /// A sink with its own producer (the sink's settings, see `producer_config`).
     pub fn new(
-        producer: FutureProducer,
         store: Arc<Store>,
         cfg: KafkaConfig,
         metrics: Arc<Metrics>,
-    ) -> Self {
+    ) -> Result<Self, SinkError> {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let producer = delivery::create(&cfg, done_tx.clone())?;
         let source = cfg.source();
-        KafkaSink {
+        Ok(KafkaSink {
             producer,
+            done_tx,
+            done_rx,
             store,
             cfg,
             metrics,
             source,
-        }
+        })
     }
 
     /// Runs until `shutdown`, then keeps delivering for at most `grace` and returns the
@@ -74,35 +75,50 @@ impl KafkaSink {
         shutdown: CancellationToken,
         grace: Duration,
     ) -> usize {
-        let mut in_flight: FuturesUnordered<BoxFuture<'static, Done>> = FuturesUnordered::new();
+        // Owned by the loop, apart from `self`, so that `select!` can wait on it while
+        // the branches use `self`. (What is left in its place is never read.)
+        let mut done_rx = std::mem::replace(&mut self.done_rx, mpsc::unbounded_channel().1);
+        let mut in_flight = 0usize;
         let mut retries = Retries::default();
         let mut bytes_in_flight = 0usize;
         let mut failure_streak = 0u32;
         let mut deadline: Option<tokio::time::Instant> = None;
 
         loop {
-            let room = in_flight.len() < self.cfg.max_in_flight
+            let room = in_flight < self.cfg.max_in_flight
                 && bytes_in_flight < self.cfg.max_in_flight_bytes;
             tokio::select! {
                 biased;
-                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                    bytes_in_flight = bytes_in_flight.saturating_sub(done.bytes);
-                    match done.result {
-                        Ok(()) => {
-                            if failure_streak > 0 {
-                                // The broker is back: retry everything waiting out its
-                                // back-off now rather than up to 15 s later.
-                                failure_streak = 0;
-                                for w in retries.drain() {
-                                    self.store.requeue(w);
+                // Never `None`: the sink itself holds a sender.
+                Some(done) = done_rx.recv(), if in_flight > 0 => {
+                    // Handle what else has arrived too: reports come in bursts (a
+                    // produce response acknowledges a whole batch).
+                    let mut next = Some(done);
+                    let mut handled = 0;
+                    while let Some(done) = next.take() {
+                        in_flight = in_flight.saturating_sub(1);
+                        bytes_in_flight = bytes_in_flight.saturating_sub(done.sent.bytes);
+                        match done.result {
+                            Ok(()) => {
+                                if failure_streak > 0 {
+                                    // The broker is back: retry everything waiting out
+                                    // its back-off now rather than up to 15 s later.
+                                    failure_streak = 0;
+                                    for w in retries.drain() {
+                                        self.store.requeue(w);
+                                    }
                                 }
+                                self.acked(&done.sent.work, done.sent.op);
                             }
-                            self.acked(&done.work, done.op);
+                            Err(e) => {
+                                failure_streak = failure_streak.saturating_add(1);
+                                self.failed(done.sent.work, &e, failure_streak, &mut retries);
+                                self.replace_producer_if_broken(&e).await;
+                            }
                         }
-                        Err(e) => {
-                            failure_streak = failure_streak.saturating_add(1);
-                            self.failed(done.work, &e, failure_streak, &mut retries);
-                            self.replace_producer_if_broken(&e).await;
+                        handled += 1;
+                        if handled < DISPATCH_BATCH && in_flight > 0 {
+                            next = done_rx.try_recv().ok();
                         }
                     }
                 }
@@ -116,12 +132,12 @@ impl KafkaSink {
                     let mut next = Some(w);
                     let mut taken = 0;
                     while let Some(w) = next.take() {
-                        if let Some(fut) = self.dispatch(w, &mut failure_streak, &mut retries) {
-                            bytes_in_flight += fut.0;
-                            in_flight.push(fut.1);
+                        if let Some(bytes) = self.dispatch(w, &mut failure_streak, &mut retries) {
+                            bytes_in_flight += bytes;
+                            in_flight += 1;
                         }
                         taken += 1;
-                        let room = in_flight.len() < self.cfg.max_in_flight
+                        let room = in_flight < self.cfg.max_in_flight
                             && bytes_in_flight < self.cfg.max_in_flight_bytes;
                         if room && taken < DISPATCH_BATCH {
                             next = work.try_recv().ok();
@@ -134,8 +150,8 @@ impl KafkaSink {
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => break,
             }
-            self.metrics.kafka_in_flight.set(in_flight.len() as i64);
-            if deadline.is_some() && in_flight.is_empty() && retries.is_empty() && work.is_empty() {
+            self.metrics.kafka_in_flight.set(in_flight as i64);
+            if deadline.is_some() && in_flight == 0 && retries.is_empty() && work.is_empty() {
                 break;
             }
         }
@@ -158,28 +174,17 @@ impl KafkaSink {
             .map_or(0, |d| d.as_millis() as i64)
     }
 
-    /// Produces the record for `w`; returns its size and completion future, or `None`
-    /// when there was nothing to send (or the producer refused it, already scheduled
-    /// for retry).
-    fn dispatch(
-        &self,
-        w: Work,
-        failure_streak: &mut u32,
-        retries: &mut Retries,
-    ) -> Option<(usize, BoxFuture<'static, Done>)> {
+    /// Produces the record for `w`; returns its size, or `None` when there was nothing
+    /// to send (or the producer refused it, already scheduled for retry). Its report
+    /// comes back through the delivery channel.
+    fn dispatch(&self, w: Work, failure_streak: &mut u32, retries: &mut Retries) -> Option<usize> {
         let format = self.cfg.format;
-        let (topic, key, payload, headers, op) = match &w {
+        let (topic, payload, headers, op) = match &w {
             Work::Event(id) => {
                 let out = self.store.take_event(id, &self.source, Self::now_ms())?;
                 let payload = encode::encode_event(&out.event, format);
                 let headers = encode::event_headers(&out.event, format);
-                (
-                    &self.cfg.events_topic,
-                    id.clone(),
-                    Some(payload),
-                    headers,
-                    out.event.op,
-                )
+                (&self.cfg.events_topic, Some(payload), headers, out.event.op)
             }
             Work::State(id) => {
                 let out = self.store.take_state(id)?;
@@ -196,40 +201,29 @@ impl KafkaSink {
                 });
                 (
                     &self.cfg.state_topic,
-                    id.clone(),
                     payload,
                     encode::state_headers(format),
                     0,
                 )
             }
         };
+        let key = match &w {
+            Work::Event(id) | Work::State(id) => id.clone(),
+        };
         let bytes = payload.as_ref().map_or(0, Vec::len) + key.len();
-        let mut record: FutureRecord<'_, str, Vec<u8>> =
-            FutureRecord::to(topic).key(&*key).headers(headers);
+        let sent = Box::new(Sent { work: w, bytes, op });
+        let mut record: BaseRecord<'_, str, Vec<u8>, Box<Sent>> =
+            BaseRecord::with_opaque_to(topic, sent)
+                .key(&*key)
+                .headers(headers);
         if let Some(p) = &payload {
             record = record.payload(p);
         }
-        match self.producer.send_result(record) {
-            Ok(delivery) => {
-                let fut = async move {
-                    let result = match delivery.await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err((e, _))) => Err(e),
-                        Err(_canceled) => Err(KafkaError::Canceled),
-                    };
-                    Done {
-                        work: w,
-                        bytes,
-                        op,
-                        result,
-                    }
-                }
-                .boxed();
-                Some((bytes, fut))
-            }
-            Err((e, _)) => {
+        match self.producer.send(record) {
+            Ok(()) => Some(bytes),
+            Err((e, record)) => {
                 *failure_streak = failure_streak.saturating_add(1);
-                self.failed(w, &e, *failure_streak, retries);
+                self.failed(record.delivery_opaque.work, &e, *failure_streak, retries);
                 None
             }
         }
@@ -257,12 +251,12 @@ impl KafkaSink {
             "Kafka producer hit a fatal error; creating a new one"
         );
         self.metrics.kafka_producer_restarts_total.inc();
-        match super::create_producer(&self.cfg) {
+        match delivery::create(&self.cfg, self.done_tx.clone()) {
             Ok(fresh) => {
                 let old = std::mem::replace(&mut self.producer, fresh);
-                // Dropping purges the old producer's queue (its deliveries fail and are
-                // retried through the new one) and waits up to 500 ms: keep that off the
-                // async workers.
+                // Dropping purges the old producer's queue (its reports arrive as
+                // failures and are retried through the new one) and waits up to 500 ms:
+                // keep that off the async workers.
                 let _ = tokio::task::spawn_blocking(move || drop(old)).await;
             }
             Err(e) => {
