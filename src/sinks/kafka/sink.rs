@@ -37,6 +37,9 @@ pub struct KafkaSink {
     store: Arc<Store>,
     cfg: KafkaConfig,
     metrics: Arc<Metrics>,
+    /// `events_total` of ops 1-4 (create, update, delete, snapshot), looked up once:
+    /// the label lookup hashes and locks, once per event.
+    events_by_op: [prometheus::IntCounter; 4],
     source: String,
 }
 
@@ -56,6 +59,11 @@ impl KafkaSink {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let producer = delivery::create(&cfg, done_tx.clone())?;
         let source = cfg.source();
+        let events_by_op = [1, 2, 3, 4].map(|op| {
+            metrics
+                .events_total
+                .with_label_values(&[encode::op_name(op)])
+        });
         Ok(KafkaSink {
             producer,
             done_tx,
@@ -63,6 +71,7 @@ impl KafkaSink {
             store,
             cfg,
             metrics,
+            events_by_op,
             source,
         })
     }
@@ -269,10 +278,18 @@ impl KafkaSink {
         match w {
             Work::Event(id) => {
                 self.store.event_acked(id);
-                self.metrics
-                    .events_total
-                    .with_label_values(&[encode::op_name(op)])
-                    .inc();
+                let counter = usize::try_from(op)
+                    .ok()
+                    .and_then(|i| self.events_by_op.get(i.checked_sub(1)?));
+                match counter {
+                    Some(c) => c.inc(),
+                    // Never produced (op 0); counted under its name all the same.
+                    None => self
+                        .metrics
+                        .events_total
+                        .with_label_values(&[encode::op_name(op)])
+                        .inc(),
+                }
             }
             Work::State(id) => self.store.state_acked(id),
         }
