@@ -215,8 +215,9 @@ impl Store {
     /// is keyed by `agent_id` itself (the inventory's string, shared, not copied).
     pub fn observe_view(&self, agent_id: &AgentId, observed: &AgentView<'_>, sweep: u64) {
         let initial = self.initial_snapshot.load(Ordering::Relaxed);
-        let mut queue = false;
-        let key;
+        // The key of a work item to queue, cloned only then: an unchanged agent costs no
+        // reference-count traffic on its id.
+        let mut queue: Option<AgentId> = None;
         match self.map.get_mut(&**agent_id) {
             Some(mut e) => {
                 e.stale = false;
@@ -262,7 +263,7 @@ impl Store {
                     });
                     if !e.event_queued {
                         e.event_queued = true;
-                        queue = true;
+                        queue = Some(e.key().clone());
                     }
                 } else {
                     // Back to what is (being) delivered: nothing left to send.
@@ -272,10 +273,8 @@ impl Store {
                 if moved && !held {
                     self.generation.fetch_add(1, Ordering::Release);
                 }
-                key = e.key().clone();
             }
             None => {
-                key = agent_id.clone();
                 let first = Change {
                     after: Some(Stored::from_view(observed, &self.interner)),
                     initial,
@@ -284,14 +283,14 @@ impl Store {
                     since: Instant::now(),
                 };
                 self.map.insert(
-                    key.clone(),
+                    agent_id.clone(),
                     Entry::first_seen(first, observed.observed_at_ms),
                 );
                 self.generation.fetch_add(1, Ordering::Release);
-                queue = true;
+                queue = Some(agent_id.clone());
             }
         }
-        if queue {
+        if let Some(key) = queue {
             self.push(Work::Event(key));
         }
     }
