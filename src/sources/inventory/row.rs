@@ -49,6 +49,8 @@ struct Rare {
 }
 
 /// A host's `ip` field: an IPv4 address, or the text the source sent when it is not one.
+/// (The poller turns it into the snapshot's `IpRef`: sources do not depend on the
+/// snapshot.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostIp<'a> {
     V4(Ipv4Addr),
