@@ -14,26 +14,23 @@ use agentwatch::{
     snapshot::{view::View, StatusNames, Store},
     sources::{
         gse::{GseAgentState, GseApi},
-        inventory::Host,
+        inventory::{Host, Inventory},
     },
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 struct Fixture {
-    ids: Vec<agentwatch::sources::inventory::AgentId>,
-    hosts: Vec<Host>,
+    /// Host ids 1..=n in order, so `inv.ids[i]` is the agent of `gse[i]`.
+    inv: Inventory,
     gse: Vec<GseAgentState>,
 }
 
 fn fixture(n: usize) -> Fixture {
-    let mut f = Fixture {
-        ids: Vec::with_capacity(n),
-        hosts: Vec::with_capacity(n),
-        gse: Vec::with_capacity(n),
-    };
+    let mut hosts = Vec::with_capacity(n);
+    let mut gse = Vec::with_capacity(n);
     for i in 0..n {
         let id = format!("0200000000{i:022x}");
-        f.hosts.push(Host {
+        hosts.push(Host {
             host_id: i as i64 + 1,
             cloud_id: 0,
             biz_id: (i % 20) as i64,
@@ -43,27 +40,29 @@ fn fixture(n: usize) -> Fixture {
             os_type: "LINUX".into(),
             nodeman_status: "RUNNING".into(),
         });
-        f.gse.push(GseAgentState {
-            agent_id: id.clone(),
+        gse.push(GseAgentState {
+            agent_id: id,
             cloud_id: 0,
             version: "2.1.5".into(),
             run_mode: 0,
             status_code: 2,
             v1_alive: None,
         });
-        f.ids.push(id.into());
     }
-    f
+    Fixture {
+        inv: Inventory::from_hosts(hosts),
+        gse,
+    }
 }
 
 /// A store holding every agent as acknowledged (as after a restore).
 fn store(f: &Fixture, names: &StatusNames) -> std::sync::Arc<Store> {
     let (store, rx) = Store::new();
     std::mem::forget(rx); // keep the work queue open; nothing reads it here
-    for i in 0..f.ids.len() {
+    for i in 0..f.inv.ids.len() {
         let seen = observed(&f.gse[i]);
-        let state = merge(&f.ids[i], &f.hosts[i], &seen, names, 0).to_state();
-        store.restore(&f.ids[i], state, 1);
+        let state = merge(&f.inv.ids[i], f.inv.host(i), &seen, names, 0).to_state();
+        store.restore(&f.inv.ids[i], state, 1);
     }
     store.finish_restore();
     store
@@ -108,8 +107,8 @@ fn sweep(c: &mut Criterion) {
                         } else {
                             &f.gse[i]
                         };
-                        let view = merge(&f.ids[i], &f.hosts[i], &observed(g), &names, 1);
-                        s.observe_view(black_box(&f.ids[i]), &view, 2);
+                        let view = merge(&f.inv.ids[i], f.inv.host(i), &observed(g), &names, 1);
+                        s.observe_view(black_box(&f.inv.ids[i]), &view, 2);
                     }
                 })
             });
@@ -121,8 +120,9 @@ fn sweep(c: &mut Criterion) {
 fn diff_only(c: &mut Criterion) {
     let names = StatusNames::default();
     let f = fixture(1000);
+    let inv = &f.inv;
     let a: Vec<_> = (0..1000)
-        .map(|i| merge(&f.ids[i], &f.hosts[i], &observed(&f.gse[i]), &names, 0).to_state())
+        .map(|i| merge(&inv.ids[i], inv.host(i), &observed(&f.gse[i]), &names, 0).to_state())
         .collect();
     let diff = agentwatch::snapshot::diff::Diff::default();
     let mut group = c.benchmark_group("diff");
@@ -131,7 +131,7 @@ fn diff_only(c: &mut Criterion) {
         b.iter(|| {
             let mut n = 0;
             for i in 0..1000 {
-                let view = merge(&f.ids[i], &f.hosts[i], &observed(&f.gse[i]), &names, 1);
+                let view = merge(&inv.ids[i], inv.host(i), &observed(&f.gse[i]), &names, 1);
                 n += usize::from(diff.differs_view(&a[i].view(), black_box(&view)));
             }
             n

@@ -11,7 +11,7 @@ use crate::{
     },
     sources::{
         gse::{GseAgentState, GseApi, STATUS_NOT_FOUND, STATUS_RUNNING},
-        inventory::Host,
+        inventory::{HostIp, HostRef},
     },
 };
 
@@ -32,7 +32,7 @@ pub struct Observed<'a> {
 /// allocates an owned state only when something changed.
 pub fn merge<'a>(
     agent_id: &'a str,
-    host: &'a Host,
+    host: HostRef<'a>,
     seen: &Observed<'a>,
     names: &'a StatusNames,
     now_ms: i64,
@@ -51,14 +51,18 @@ pub fn merge<'a>(
         host_id: host.host_id,
         cloud_id: host.cloud_id,
         biz_id: host.biz_id,
-        ip: IpRef::Text(&host.ip),
+        // An IPv4 address goes to the snapshot as 4 bytes, not text to parse again.
+        ip: match host.ip {
+            HostIp::V4(a) => IpRef::V4(a),
+            HostIp::Text(s) => IpRef::Text(s),
+        },
         status_code,
         status: names.name(status_code),
         alive: status_code == STATUS_RUNNING,
         version,
         run_mode,
-        nodeman_status: &host.nodeman_status,
-        os_type: &host.os_type,
+        nodeman_status: host.nodeman_status,
+        os_type: host.os_type,
         observed_at_ms: now_ms,
         status_api: seen.api.label(),
         v1_agent_alive,
@@ -94,24 +98,24 @@ mod tests {
 
     #[test]
     fn an_agent_gse_does_not_mention_is_not_found_and_not_alive() {
-        let (host, names) = (Host::default(), StatusNames::default());
-        let s = merge("a", &host, &seen(None), &names, 5);
+        let (host, names) = (HostRef::default(), StatusNames::default());
+        let s = merge("a", host, &seen(None), &names, 5);
         assert_eq!((s.status_code, s.status, s.alive), (-2, "not_found", false));
         assert_eq!(s.status_api, "v2");
     }
 
     #[test]
     fn only_status_code_2_is_alive_and_the_raw_code_is_kept() {
-        let (host, names) = (Host::default(), StatusNames::default());
+        let (host, names) = (HostRef::default(), StatusNames::default());
         for code in -2..=8 {
             let g = gse(code);
-            let s = merge("a", &host, &seen(Some(&g)), &names, 5);
+            let s = merge("a", host, &seen(Some(&g)), &names, 5);
             assert_eq!(s.alive, code == 2);
             assert_eq!(s.status_code, code);
         }
         let g = gse(42);
         assert_eq!(
-            merge("a", &host, &seen(Some(&g)), &names, 5).status,
+            merge("a", host, &seen(Some(&g)), &names, 5).status,
             "unknown"
         );
     }
@@ -127,8 +131,8 @@ mod tests {
         let mut o = seen(Some(&g));
         o.api = GseApi::V1;
         o.info_version = Some("1.7.17");
-        let (host, names) = (Host::default(), StatusNames::default());
-        let s = merge("a", &host, &o, &names, 5);
+        let (host, names) = (HostRef::default(), StatusNames::default());
+        let s = merge("a", host, &o, &names, 5);
         assert_eq!((s.status_code, s.status, s.alive), (-3, "offline", false));
         assert_eq!(s.v1_agent_alive, Some(0));
         assert_eq!(s.status_api, "v1");

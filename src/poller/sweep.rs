@@ -477,13 +477,13 @@ impl Poller {
         };
         for i in r {
             let id = &inv.ids[i];
-            let host = &inv.hosts[i];
-            if v1 && !has_ipv4(host) {
+            if v1 && !has_ipv4(&inv.hosts[i]) {
                 // GSE 1.x was not asked about it (IPv6 only): not "not found", just
                 // unknown until the inventory is re-filtered.
                 self.store.mark_stale(id);
                 continue;
             }
+            let host = inv.host(i);
             let seen = Observed {
                 gse: find(id),
                 api,

@@ -19,7 +19,7 @@ use crate::{
     metrics::Metrics,
     sources::{
         bk::{ApiError, BkConfig},
-        inventory::Host,
+        inventory::HostRow,
     },
 };
 
@@ -81,7 +81,7 @@ impl StatusSource {
     pub async fn query(
         &self,
         ids: &[AgentId],
-        hosts: &[Host],
+        hosts: &[HostRow],
     ) -> Result<Vec<GseAgentState>, ApiError> {
         if self.active() == GseApi::V2 {
             if let Some(v2) = &self.v2 {
@@ -99,7 +99,7 @@ impl StatusSource {
     async fn query_v1(
         &self,
         ids: &[AgentId],
-        hosts: &[Host],
+        hosts: &[HostRow],
     ) -> Result<Vec<GseAgentState>, ApiError> {
         let Some(v1) = &self.v1 else {
             return Ok(Vec::new());
@@ -112,7 +112,7 @@ impl StatusSource {
         Ok(answers
             .into_iter()
             .filter_map(|a| {
-                let id = by_key.get(&(a.cloud_id, a.ip.as_str()))?;
+                let id = by_key.get(&(a.cloud_id, a.ip.parse::<Ipv4Addr>().ok()?))?;
                 Some(GseAgentState {
                     agent_id: (*id).to_owned(),
                     cloud_id: a.cloud_id,
@@ -133,7 +133,7 @@ impl StatusSource {
     pub async fn agent_info(
         &self,
         ids: &[AgentId],
-        hosts: &[Host],
+        hosts: &[HostRow],
     ) -> Result<Vec<GseAgentInfo>, ApiError> {
         match (self.active(), &self.v2, &self.v1) {
             (GseApi::V2, Some(v2), _) => v2.list_agent_info(ids).await,
@@ -147,7 +147,7 @@ impl StatusSource {
                     .await?
                     .into_iter()
                     .filter_map(|i| {
-                        let id = by_key.get(&(i.cloud_id, i.ip.as_str()))?;
+                        let id = by_key.get(&(i.cloud_id, i.ip.parse::<Ipv4Addr>().ok()?))?;
                         Some(GseAgentInfo {
                             agent_id: (*id).to_owned(),
                             parent_ip: i.parent_ip,
@@ -181,23 +181,26 @@ fn is_missing_api(e: &ApiError) -> bool {
     matches!(e, ApiError::Http { status: 404, .. }) || e.business_code() == Some(API_NOT_FOUND)
 }
 
-/// Agent id by (cloud, IPv4): how a GSE 1.x answer is mapped back.
-type ByKey<'a> = HashMap<(i64, &'a str), &'a str>;
+/// Agent id by (cloud, IPv4): how a GSE 1.x answer is mapped back. Keyed by the
+/// address, not its text: a host has one only when its text was the canonical form
+/// (see `HostRow`), so an answer matches exactly the hosts its text matched before,
+/// and an answer whose `ip` does not parse matches none.
+type ByKey<'a> = HashMap<(i64, Ipv4Addr), &'a str>;
 
 /// The (cloud, IPv4) keys of a batch and the agent id each belongs to.
-fn v1_keys<'a>(ids: &'a [AgentId], hosts: &'a [Host]) -> (Vec<(i64, String)>, ByKey<'a>) {
+fn v1_keys<'a>(ids: &'a [AgentId], hosts: &[HostRow]) -> (Vec<(i64, String)>, ByKey<'a>) {
     let mut keys = Vec::with_capacity(hosts.len());
     let mut by_key = HashMap::with_capacity(hosts.len());
     for (id, h) in ids.iter().zip(hosts) {
-        if h.ip.parse::<Ipv4Addr>().is_ok() {
-            keys.push((h.cloud_id, h.ip.clone()));
-            by_key.insert((h.cloud_id, h.ip.as_str()), &**id);
+        if let Some(ip) = h.ipv4() {
+            keys.push((h.cloud_id(), ip.to_string()));
+            by_key.insert((h.cloud_id(), ip), &**id);
         }
     }
     (keys, by_key)
 }
 
 /// True when GSE 1.x can be asked about this host (it has an IPv4 address).
-pub fn has_ipv4(h: &Host) -> bool {
-    h.ip.parse::<Ipv4Addr>().is_ok()
+pub fn has_ipv4(h: &HostRow) -> bool {
+    h.ipv4().is_some()
 }

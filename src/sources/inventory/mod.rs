@@ -5,12 +5,18 @@
 
 mod config;
 pub mod file;
+mod profiles;
+mod row;
 mod source;
 
 use std::sync::Arc;
 
 pub use config::{InventoryConfig, SourceKind};
+pub use profiles::Profile;
+pub use row::{HostIp, HostRef, HostRow};
 pub use source::InventorySource;
+
+use profiles::Interner;
 
 /// One host as the inventory (NodeMan `api/host/search/`) describes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,10 +29,11 @@ pub struct Host {
     pub ip: String,
     /// `inner_ipv6`; may be empty.
     pub ipv6: String,
-    /// `bk_agent_id`; empty for legacy (GSE 1.x-era) agents. Empty too in
-    /// [`Inventory::hosts`] when it is the agent id: that lives in [`Inventory::ids`].
+    /// `bk_agent_id`; empty for legacy (GSE 1.x-era) agents. A watched host's
+    /// [`HostRow`] keeps it only when it is not the agent id (in [`Inventory::ids`]).
     pub bk_agent_id: String,
-    /// Shared between hosts (a handful of values for a whole inventory).
+    /// A handful of values for a whole inventory: [`Inventory`] keeps one copy of each
+    /// (see [`Profile`]).
     pub os_type: Arc<str>,
     /// NodeMan's status string (RUNNING, TERMINATED, NOT_INSTALLED, ...); empty for
     /// other sources. Shared between hosts like `os_type`.
@@ -100,7 +107,11 @@ pub struct Inventory {
     /// Shared strings: the snapshot keys each agent by the same allocation (see
     /// `Store::share_ids`), so an id is held once however many hold it.
     pub ids: Vec<AgentId>,
-    pub hosts: Vec<Host>,
+    /// The watched hosts, compact (see [`HostRow`]); [`Inventory::host`] reads one
+    /// with all its fields.
+    pub hosts: Vec<HostRow>,
+    /// The distinct (OS type, NodeMan status) pairs the rows point into.
+    profiles: Vec<Profile>,
     /// Hosts not watched, with the reason (reported in a metric and the log).
     pub rejected: Vec<(Host, Rejected)>,
 }
@@ -108,9 +119,9 @@ pub struct Inventory {
 impl Inventory {
     /// Applies the agent id rule to every host and drops duplicates deterministically.
     ///
-    /// Kept lean for a million hosts: a watched host's `bk_agent_id` moves into `ids`
-    /// (its `Host` keeps an empty one), and the repeated `os_type` / `nodeman_status`
-    /// strings are shared between hosts.
+    /// Kept lean for a million hosts: each watched host becomes a 40-byte [`HostRow`]
+    /// with no heap block of its own in the common case; its agent id moves into `ids`
+    /// and its OS type and NodeMan status into the shared profile table.
     pub fn from_hosts(mut hosts: Vec<Host>) -> Inventory {
         hosts.sort_by_key(|h| h.host_id);
         let ids: Vec<Result<String, Rejected>> = hosts.iter().map(Host::agent_id).collect();
@@ -121,73 +132,69 @@ impl Inventory {
                 .map(|id| id.as_ref().is_ok_and(|id| seen.insert(id.as_str())))
                 .collect()
         };
-        let mut shared: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
-        let mut share = |s: &mut Arc<str>| match shared.get(s) {
-            Some(x) => *s = x.clone(),
-            None => {
-                shared.insert(s.clone());
-            }
-        };
+        let mut profiles = Interner::default();
         let mut inv = Inventory {
             ids: Vec::with_capacity(hosts.len()),
             hosts: Vec::with_capacity(hosts.len()),
+            profiles: Vec::new(),
             rejected: Vec::new(),
         };
-        for ((mut h, id), keep) in hosts.into_iter().zip(ids).zip(keep) {
-            share(&mut h.os_type);
-            share(&mut h.nodeman_status);
+        for ((h, id), keep) in hosts.into_iter().zip(ids).zip(keep) {
             match id {
                 Ok(id) if keep => {
-                    if h.bk_agent_id == id {
-                        h.bk_agent_id = String::new();
-                    }
+                    inv.hosts.push(HostRow::pack(h, &id, &mut profiles));
                     inv.ids.push(AgentId::from(id));
-                    inv.hosts.push(h);
                 }
                 Ok(_) => inv.rejected.push((h, Rejected::DuplicateAgentId)),
                 Err(r) => inv.rejected.push((h, r)),
             }
         }
+        inv.profiles = profiles.finish();
+        inv.shrink_to_fit();
         inv
+    }
+
+    /// Host `i` (of `hosts`, the agent `ids[i]`) with all its fields.
+    ///
+    /// # Panics
+    /// When `i` is out of range, like indexing `hosts`.
+    pub fn host(&self, i: usize) -> HostRef<'_> {
+        self.hosts[i].view(&self.profiles)
     }
 
     /// Keeps only the agents `keep` accepts (by agent id); returns how many were
     /// dropped. Used for sharding: other shards' agents are not rejections.
     pub fn retain_ids(&mut self, keep: impl Fn(&str) -> bool) -> usize {
         let before = self.ids.len();
-        let mut ids = Vec::with_capacity(before);
-        let mut hosts = Vec::with_capacity(before);
-        for (id, h) in std::mem::take(&mut self.ids)
-            .into_iter()
-            .zip(std::mem::take(&mut self.hosts))
-        {
-            if keep(&id) {
-                ids.push(id);
-                hosts.push(h);
-            }
-        }
-        self.ids = ids;
-        self.hosts = hosts;
+        let kept: Vec<bool> = self.ids.iter().map(|id| keep(id)).collect();
+        self.retain_by(&kept);
         before - self.ids.len()
     }
 
     /// Moves the hosts matching `reject` to `rejected` with `reason`.
-    pub fn reject_where(&mut self, reason: Rejected, reject: impl Fn(&Host) -> bool) {
-        let mut ids = Vec::with_capacity(self.ids.len());
-        let mut hosts = Vec::with_capacity(self.hosts.len());
-        for (id, h) in std::mem::take(&mut self.ids)
-            .into_iter()
-            .zip(std::mem::take(&mut self.hosts))
-        {
-            if reject(&h) {
-                self.rejected.push((h, reason));
-            } else {
-                ids.push(id);
-                hosts.push(h);
-            }
+    pub fn reject_where(&mut self, reason: Rejected, reject: impl Fn(&HostRow) -> bool) {
+        let kept: Vec<bool> = self.hosts.iter().map(|h| !reject(h)).collect();
+        for (h, _) in self.hosts.iter().zip(&kept).filter(|(_, k)| !**k) {
+            self.rejected.push((h.to_host(&self.profiles), reason));
         }
-        self.ids = ids;
-        self.hosts = hosts;
+        self.retain_by(&kept);
+    }
+
+    /// Keeps `ids[i]` and `hosts[i]` where `kept[i]`, in order. `kept` has one entry per
+    /// host (the `true` past its end is never used).
+    fn retain_by(&mut self, kept: &[bool]) {
+        let mut k = kept.iter();
+        self.ids.retain(|_| k.next().copied().unwrap_or(true));
+        let mut k = kept.iter();
+        self.hosts.retain(|_| k.next().copied().unwrap_or(true));
+        self.shrink_to_fit();
+    }
+
+    /// Gives back the room of dropped hosts: a shard keeps a fraction of the inventory,
+    /// and the rows were allocated for all of it.
+    fn shrink_to_fit(&mut self) {
+        self.ids.shrink_to_fit();
+        self.hosts.shrink_to_fit();
     }
 }
 
@@ -252,7 +259,54 @@ mod tests {
             host(3, "", 0, ""),
         ]);
         assert_eq!(inv.ids, vec![AgentId::from("abc")]);
-        assert_eq!(inv.hosts[0].host_id, 1);
+        assert_eq!(inv.host(0).host_id, 1);
         assert_eq!(inv.rejected.len(), 2);
+    }
+
+    #[test]
+    fn sharding_keeps_ids_and_hosts_side_by_side() {
+        let mut inv = Inventory::from_hosts(vec![
+            host(1, "a", 0, "10.0.0.1"),
+            host(2, "b", 0, "10.0.0.2"),
+            host(3, "c", 0, "10.0.0.3"),
+        ]);
+        assert_eq!(inv.retain_ids(|id| id != "b"), 1);
+        assert_eq!(inv.ids, vec![AgentId::from("a"), AgentId::from("c")]);
+        assert_eq!((inv.host(0).host_id, inv.host(1).host_id), (1, 3));
+        assert_eq!(
+            inv.host(1).ip,
+            HostIp::V4(std::net::Ipv4Addr::new(10, 0, 0, 3))
+        );
+        assert!(inv.rejected.is_empty());
+    }
+
+    #[test]
+    fn a_rejected_watched_host_is_reported_with_its_fields() {
+        let mut v6 = host(2, "b", 0, "");
+        v6.ipv6 = "fe80::1".into();
+        v6.os_type = "LINUX".into();
+        let mut inv = Inventory::from_hosts(vec![host(1, "a", 0, "10.0.0.1"), v6.clone()]);
+        inv.reject_where(Rejected::Ipv6OnlyGseV1, |h| h.ipv4().is_none());
+        assert_eq!(inv.ids, vec![AgentId::from("a")]);
+        assert_eq!(inv.hosts.len(), 1);
+        // The agent id is in `ids`, not repeated in the host (as before rows existed).
+        v6.bk_agent_id.clear();
+        assert_eq!(inv.rejected, vec![(v6, Rejected::Ipv6OnlyGseV1)]);
+    }
+
+    #[test]
+    fn hosts_share_one_copy_of_each_os_type_and_status() {
+        let mut hosts: Vec<Host> = (1..=4)
+            .map(|i| host(i, &format!("agent-{i}"), 0, "10.0.0.1"))
+            .collect();
+        for (i, h) in hosts.iter_mut().enumerate() {
+            h.os_type = if i % 2 == 0 { "LINUX" } else { "WINDOWS" }.into();
+            h.nodeman_status = "RUNNING".into();
+        }
+        let inv = Inventory::from_hosts(hosts);
+        assert_eq!(inv.profiles.len(), 2);
+        let os: Vec<&str> = (0..4).map(|i| inv.host(i).os_type).collect();
+        assert_eq!(os, ["LINUX", "WINDOWS", "LINUX", "WINDOWS"]);
+        assert_eq!(inv.host(3).nodeman_status, "RUNNING");
     }
 }
