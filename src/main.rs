@@ -5,7 +5,9 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 /// mimalloc rather than glibc malloc: glibc keeps one arena per thread and hands little
 /// back after a change storm (1M agents: RSS ~1 GiB for ~600 MB live), and its
-/// malloc/free were ~15% of a 1M sweep's profile.
+/// malloc/free were ~15% of a 1M sweep's profile. The `override` feature (Cargo.toml)
+/// routes the C code's malloc/free (librdkafka: several blocks per record) to mimalloc
+/// too.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
