@@ -2,7 +2,8 @@
 //! simulator as a separate process (so its CPU is not counted as ours), a broker (an
 //! existing one, a tansu process, or librdkafka's mock cluster), and the service in this
 //! process; then it measures the initial snapshot (a 100% change storm), N sweeps with
-//! a fraction of agents changed before each, and a restart's restore. Prints a table.
+//! a fraction of agents changed before each, a 100% change storm on the settled
+//! snapshot, and a restart's restore. Prints a table.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -58,6 +59,14 @@ pub struct Row {
     pub changes_per_sweep: f64,
     pub rss_mib: f64,
     pub bytes_per_agent: f64,
+    /// A 100% change storm on the settled snapshot (every agent flips at once, after the
+    /// sweeps): events acknowledged per second, first to last acknowledgement.
+    pub storm_events_per_s: f64,
+    /// From that storm's sweep start until every event and state record is
+    /// acknowledged.
+    pub storm_drain_s: f64,
+    /// Highest RSS sampled while it drained.
+    pub storm_peak_rss_mib: f64,
     pub restore_s: f64,
 }
 
@@ -69,18 +78,19 @@ const SCAN_POLL: Duration = Duration::from_millis(50);
 pub async fn run(opts: BenchOptions) -> Result<Vec<Row>, BenchError> {
     let mut rows = Vec::new();
     println!(
-        "{:>9} | {:>7} | {:>11} | {:>9} | {:>9} | {:>9} | {:>9} | {:>9} | {:>9} | {:>8} | {:>7} | {:>7} | {:>9}",
+        "{:>9} | {:>7} | {:>11} | {:>9} | {:>9} | {:>9} | {:>9} | {:>9} | {:>9} | {:>8} | {:>7} | {:>7} | {:>10} | {:>7} | {:>10} | {:>9}",
         "agents", "broker", "snapshot s", "events/s", "emit ev/s", "sweep p50", "sweep p95", "e2e p50",
-        "cpu/sweep", "sim cpu", "RSS MiB", "B/agent", "restore s"
+        "cpu/sweep", "sim cpu", "RSS MiB", "B/agent", "storm ev/s", "storm s", "storm peak", "restore s"
     );
     for &n in &opts.sizes {
         let row = run_one(n, &opts).await?;
         println!(
-            "{:>9} | {:>7} | {:>11.2} | {:>9.0} | {:>9.0} | {:>7.0}ms | {:>7.0}ms | {:>7.0}ms | {:>8.3}s | {:>7.3}s | {:>7.0} | {:>7.0} | {:>9.2}",
+            "{:>9} | {:>7} | {:>11.2} | {:>9.0} | {:>9.0} | {:>7.0}ms | {:>7.0}ms | {:>7.0}ms | {:>8.3}s | {:>7.3}s | {:>7.0} | {:>7.0} | {:>10.0} | {:>7.2} | {:>10.0} | {:>9.2}",
             row.agents, row.broker, row.snapshot_s, row.snapshot_events_per_s,
             row.emit_events_per_s, row.sweep_p50_ms,
             row.sweep_p95_ms, row.e2e_p50_ms, row.cpu_s_per_sweep, row.sim_cpu_s_per_sweep,
-            row.rss_mib, row.bytes_per_agent, row.restore_s
+            row.rss_mib, row.bytes_per_agent, row.storm_events_per_s, row.storm_drain_s,
+            row.storm_peak_rss_mib, row.restore_s
         );
         rows.push(row);
     }
@@ -197,6 +207,7 @@ async fn run_one(n: usize, opts: &BenchOptions) -> Result<Row, BenchError> {
     let sim_cpu_s_per_sweep = (cpu_seconds(Some(sim.child.id())) - sim0) / sweeps;
     let changes_per_sweep = (events(&running) - events0) as f64 / sweeps;
     let rss = rss_bytes();
+
     stop.cancel();
     running.wait().await?;
 
@@ -208,6 +219,14 @@ async fn run_one(n: usize, opts: &BenchOptions) -> Result<Row, BenchError> {
     })
     .await?;
     let restore_s = again.metrics.restore_duration_seconds.get();
+    wait_until(
+        SCAN_POLL,
+        Duration::from_secs(600),
+        "first sweep after restore",
+        || again.health.is_ready() && again.store.unflushed() == 0,
+    )
+    .await?;
+    let storm = storm(&again, &sim, n, rss).await?;
     stop.cancel();
     again.wait().await?;
 
@@ -227,7 +246,67 @@ async fn run_one(n: usize, opts: &BenchOptions) -> Result<Row, BenchError> {
         changes_per_sweep,
         rss_mib: rss as f64 / (1024.0 * 1024.0),
         bytes_per_agent: rss.saturating_sub(rss_before) as f64 / n as f64,
+        storm_events_per_s: storm.events_per_s,
+        storm_drain_s: storm.drain_s,
+        storm_peak_rss_mib: storm.peak_rss as f64 / (1024.0 * 1024.0),
         restore_s,
+    })
+}
+
+struct Storm {
+    events_per_s: f64,
+    drain_s: f64,
+    peak_rss: u64,
+}
+
+/// The 100% change storm on a settled snapshot (the restored one): every agent flips
+/// at once. Unlike the initial snapshot's storm, the entries exist already and nothing
+/// else (the inventory load, the first sweep's inserts) shares the machine with it.
+async fn storm(
+    running: &app::Running,
+    sim: &SimProcess,
+    n: usize,
+    rss: u64,
+) -> Result<Storm, BenchError> {
+    let mut reports = running.sweeps();
+    sim.flap_share(1.0).await?;
+    let events0 = events(running);
+    let t = Instant::now();
+    running.sweep_now();
+    let (mut first_ack, mut peak_rss) = (None, rss);
+    wait_until(
+        COUNTER_POLL,
+        Duration::from_secs(600),
+        "storm events",
+        || {
+            let acked = events(running) - events0;
+            if acked > 0 && first_ack.is_none() {
+                first_ack = Some(Instant::now());
+            }
+            peak_rss = peak_rss.max(rss_bytes());
+            acked >= n as u64
+        },
+    )
+    .await?;
+    let emit_s = first_ack.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    let acked = events(running) - events0;
+    tokio::time::timeout(Duration::from_secs(600), reports.recv())
+        .await
+        .map_err(|_| BenchError::Timeout("storm sweep"))?
+        .map_err(|_| BenchError::Timeout("storm sweep report"))?;
+    wait_until(SCAN_POLL, Duration::from_secs(600), "storm drained", || {
+        peak_rss = peak_rss.max(rss_bytes());
+        running.store.unflushed() == 0
+    })
+    .await?;
+    Ok(Storm {
+        events_per_s: if emit_s > 0.0 {
+            acked as f64 / emit_s
+        } else {
+            0.0
+        },
+        drain_s: t.elapsed().as_secs_f64(),
+        peak_rss,
     })
 }
 
@@ -351,16 +430,31 @@ impl SimProcess {
     }
 
     /// Changes `change_rate` of the agents.
+    /// Flips the configured share (`--change-rate`) of agents.
     async fn flap(&self) -> Result<(), BenchError> {
-        self.http
-            .post(format!("http://{}/_sim/flap", self.addr))
-            .send()
+        self.post_flap(self.http.post(format!("http://{}/_sim/flap", self.addr)))
             .await
-            .map(|_| ())
-            .map_err(|e| BenchError::Start {
-                what: "simulator flap",
-                detail: e.to_string(),
-            })
+    }
+
+    /// Flips `rate` of the agents (1.0: every one).
+    async fn flap_share(&self, rate: f64) -> Result<(), BenchError> {
+        let req = self
+            .http
+            .post(format!("http://{}/_sim/flap", self.addr))
+            .json(&serde_json::json!({ "rate": rate }));
+        self.post_flap(req).await
+    }
+
+    async fn post_flap(&self, req: reqwest::RequestBuilder) -> Result<(), BenchError> {
+        let fail = |detail: String| BenchError::Start {
+            what: "simulator flap",
+            detail,
+        };
+        let resp = req.send().await.map_err(|e| fail(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(fail(format!("status {}", resp.status())));
+        }
+        Ok(())
     }
 }
 

@@ -336,8 +336,28 @@ async fn fail_page(State(sim): State<Arc<Simulator>>, bytes: Bytes) -> Result<Re
     Ok(Json(json!({ "page": req.page, "times": req.times, "kind": req.kind })).into_response())
 }
 
-async fn flap(State(sim): State<Arc<Simulator>>) -> Response {
-    Json(json!({ "toggled": sim.flap_once() })).into_response()
+/// An optional body of `POST /_sim/flap`: toggle this share of the agents instead of
+/// the configured `flap_rate` (the benchmark's 100% change storm).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlapRequest {
+    rate: f64,
+}
+
+async fn flap(State(sim): State<Arc<Simulator>>, bytes: Bytes) -> Result<Response> {
+    let toggled = if bytes.is_empty() {
+        sim.flap_once()
+    } else {
+        let req: FlapRequest = body(&bytes)?;
+        if !(0.0..=1.0).contains(&req.rate) {
+            return Err(ControlError::BadRequest(format!(
+                "rate: {} is not within 0..=1",
+                req.rate
+            )));
+        }
+        sim.flap_share(req.rate)
+    };
+    Ok(Json(json!({ "toggled": toggled })).into_response())
 }
 
 async fn stats(State(sim): State<Arc<Simulator>>) -> Response {

@@ -18,10 +18,16 @@ impl Simulator {
     /// running, once; returns how many were toggled. The flapper task calls this every
     /// `flap_interval`; tests may call it directly.
     pub fn flap_once(&self) -> usize {
+        self.flap_share(self.cfg.flap_rate)
+    }
+
+    /// [`Simulator::flap_once`] with another share than the configured `flap_rate`
+    /// (clamped to 0..=1).
+    pub fn flap_share(&self, rate: f64) -> usize {
         let mut rng = self.flap_rng.lock().unwrap_or_else(PoisonError::into_inner);
         let mut inventory = self.write();
         let total = inventory.len();
-        let count = ((probability(self.cfg.flap_rate) * total as f64).round() as usize).min(total);
+        let count = ((probability(rate) * total as f64).round() as usize).min(total);
         for pos in index::sample(&mut *rng, total, count) {
             if let Some(host) = inventory.host_at_mut(pos) {
                 host.status_code = if host.status_code == STATUS_RUNNING {

@@ -199,6 +199,36 @@ async fn flapping_toggles_the_configured_share_of_agents() {
 }
 
 #[tokio::test]
+async fn a_flap_request_may_name_its_own_share_and_a_bad_one_is_refused() {
+    let h = start(SimConfig {
+        agents: 400,
+        flap_rate: 0.05,
+        ..SimConfig::default()
+    })
+    .await;
+    let before = h.sim.truth();
+    let (status, body) = h
+        .control(Method::POST, "/_sim/flap", Some(json!({ "rate": 1.0 })))
+        .await;
+    assert_eq!((status, body["toggled"].as_u64()), (200, Some(400)));
+    let after = h.sim.truth();
+    assert!(before
+        .iter()
+        .zip(&after)
+        .all(|(a, b)| (a.status_code == 2) != (b.status_code == 2)));
+    for bad in [json!({ "rate": 1.5 }), json!({ "rate": -0.1 })] {
+        let (status, body) = h.control(Method::POST, "/_sim/flap", Some(bad)).await;
+        assert_eq!(status, 400);
+        assert!(body.to_string().contains("rate"), "{body}");
+    }
+    let (status, _) = h
+        .control(Method::POST, "/_sim/flap", Some(json!({ "share": 1.0 })))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(h.sim.truth(), after, "refused requests change nothing");
+}
+
+#[tokio::test]
 async fn the_flapper_runs_every_interval_while_serving() {
     let cfg = SimConfig {
         agents: 100,
