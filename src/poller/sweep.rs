@@ -253,6 +253,10 @@ impl Poller {
                 }
                 self.report_rejected(&inv);
                 self.store.share_ids(&mut inv.ids);
+                // Room at once for agents the next sweep will add (all of them on a first
+                // start): a map growing by doubling rehashes every entry each time.
+                self.store
+                    .reserve(inv.ids.len().saturating_sub(self.store.len()));
                 let ids: std::collections::HashSet<&str> = inv.ids.iter().map(|id| &**id).collect();
                 let deleted = self.store.inventory_refreshed(
                     &|id| ids.contains(id),
