@@ -128,14 +128,17 @@ fn restore_one(
     report: &mut RestoreReport,
 ) {
     let topic = cfg.state_topic.as_str();
+    // Counts the record as invalid and logs where it is. A macro, not a closure, so
+    // that each message stays a literal (docs/troubleshooting.md quotes them, and its
+    // test finds each quoted message in src/).
+    macro_rules! invalid {
+        ($($message:tt)+) => {{
+            report.invalid += 1;
+            tracing::warn!(topic, partition = msg.partition(), offset = msg.offset(), $($message)+);
+        }};
+    }
     let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-        report.invalid += 1;
-        tracing::warn!(
-            topic,
-            partition = msg.partition(),
-            offset = msg.offset(),
-            "state record without a UTF-8 key; ignored"
-        );
+        invalid!("state record without a UTF-8 key; ignored");
         return;
     };
     if !shard.owns(key) {
@@ -159,21 +162,9 @@ fn restore_one(
             Some(state) if state.agent_id == key => {
                 store.restore_record(key, state, rec.seq, rec.incarnation_ms)
             }
-            _ => {
-                report.invalid += 1;
-                tracing::warn!(
-                    topic,
-                    partition = msg.partition(),
-                    offset = msg.offset(),
-                    "state record without a state for its key; ignored"
-                );
-            }
+            _ => invalid!("state record without a state for its key; ignored"),
         },
-        Err(e) => {
-            report.invalid += 1;
-            tracing::warn!(topic, partition = msg.partition(), offset = msg.offset(),
-                error = %e, "undecodable state record; ignored");
-        }
+        Err(e) => invalid!(error = %e, "undecodable state record; ignored"),
     }
 }
 
