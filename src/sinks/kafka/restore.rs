@@ -196,3 +196,93 @@ fn reserve_for<C: ConsumerContext>(
         store.reserve(ours);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::{
+        config::ClientConfig,
+        mocking::MockCluster,
+        producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer},
+    };
+
+    use super::*;
+    use crate::proto::v1::{AgentState, AgentStateRecord};
+
+    fn record(agent_id: &str, seq: u64) -> Vec<u8> {
+        let rec = AgentStateRecord {
+            state: Some(AgentState {
+                agent_id: agent_id.into(),
+                host_id: 7,
+                ..AgentState::default()
+            }),
+            seq,
+            written_at_ms: 1,
+            incarnation_ms: 5,
+        };
+        encode::encode_state(&rec, crate::sinks::kafka::Format::Protobuf)
+    }
+
+    /// librdkafka's mock cluster (no broker process): the restore's own handling of bad
+    /// records, which a real broker would store just the same.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn bad_records_are_counted_and_logged_and_the_rest_is_restored() {
+        let mock: MockCluster<'static, DefaultProducerContext> =
+            MockCluster::new(1).expect("mock cluster");
+        mock.create_topic("state", 1, 1).expect("topic");
+        let cfg = KafkaConfig {
+            brokers: mock.bootstrap_servers(),
+            state_topic: "state".into(),
+            ..KafkaConfig::default()
+        };
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &cfg.brokers)
+            .create()
+            .expect("producer");
+        let (good, stray) = (record("a", 3), record("c", 1));
+        let garbage = vec![0x0f_u8]; // field 1 with wire type 7: not protobuf
+        let sends = [
+            producer
+                .send(BaseRecord::to("state").key("a").payload(&good))
+                .map_err(|(e, _)| e),
+            producer
+                .send(BaseRecord::<(), _>::to("state").payload(&good))
+                .map_err(|(e, _)| e),
+            producer
+                .send(BaseRecord::to("state").key("b").payload(&stray))
+                .map_err(|(e, _)| e),
+            producer
+                .send(BaseRecord::to("state").key("d").payload(&garbage))
+                .map_err(|(e, _)| e),
+            producer
+                .send(BaseRecord::<_, ()>::to("state").key("e"))
+                .map_err(|(e, _)| e),
+        ];
+        for s in sends {
+            assert!(s.is_ok(), "produce: {s:?}");
+        }
+        producer.flush(Duration::from_secs(10)).expect("flush");
+
+        let (store, _work) = Store::new();
+        let report = restore(
+            &cfg,
+            store.clone(),
+            Shard::default(),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("restore");
+        // No key, a state for another agent, undecodable: three invalid; one tombstone.
+        assert_eq!(
+            (
+                report.records,
+                report.invalid,
+                report.tombstones,
+                report.agents
+            ),
+            (5, 3, 1, 1)
+        );
+        let (state, seq) = store.acked("a").expect("agent a restored");
+        assert_eq!((state.host_id, seq), (7, 3));
+        assert!(store.acked("b").is_none() && store.acked("d").is_none());
+    }
+}
