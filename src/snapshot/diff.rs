@@ -135,28 +135,24 @@ impl Diff {
         b: Option<&AgentInfo>,
         on: &mut dyn FnMut(Field<'_>) -> bool,
     ) -> bool {
+        // Most deployments do not fetch agent info (both absent), and most agents' info
+        // is unchanged: neither case needs the per-field walk. This runs for every
+        // agent in every sweep.
+        if a == b {
+            return false;
+        }
         let none = AgentInfo::default();
         let (a, b) = (a.unwrap_or(&none), b.unwrap_or(&none));
         let t = self.info;
-        let checks: [(bool, bool, &'static str); 6] = [
-            (t.parent_ip, a.parent_ip != b.parent_ip, "parent_ip"),
-            (t.parent_port, a.parent_port != b.parent_port, "parent_port"),
-            (
-                t.report_time,
-                a.report_time_ms != b.report_time_ms,
-                "report_time",
-            ),
-            (
-                t.start_time,
-                a.start_time_ms != b.start_time_ms,
-                "start_time",
-            ),
-            (t.cpu_rate, a.cpu_rate != b.cpu_rate, "cpu_rate"),
-            (t.mem_rate, a.mem_rate != b.mem_rate, "mem_rate"),
-        ];
-        checks
-            .into_iter()
-            .any(|(tracked, differs, name)| tracked && differs && on(Field::Info(name)))
+        // Each comparison only for a tracked field, and in .proto order.
+        (t.parent_ip && a.parent_ip != b.parent_ip && on(Field::Info("parent_ip")))
+            || (t.parent_port && a.parent_port != b.parent_port && on(Field::Info("parent_port")))
+            || (t.report_time
+                && a.report_time_ms != b.report_time_ms
+                && on(Field::Info("report_time")))
+            || (t.start_time && a.start_time_ms != b.start_time_ms && on(Field::Info("start_time")))
+            || (t.cpu_rate && a.cpu_rate != b.cpu_rate && on(Field::Info("cpu_rate")))
+            || (t.mem_rate && a.mem_rate != b.mem_rate && on(Field::Info("mem_rate")))
     }
 }
 
