@@ -507,7 +507,7 @@ impl Store {
         } else {
             // A deleted agent whose tombstone is written stays as a bare entry (no state,
             // just its seq) so that if it comes back soon its seq continues. Each costs
-            // a table slot (~120 bytes) and the key's heap block, so it is dropped
+            // a table slot (88 bytes) and the key's heap block, so it is dropped
             // after `poll.forget_deleted_after` more refreshes (`inventory_refreshed`):
             // without that, memory would grow with every agent ever deleted.
         }
