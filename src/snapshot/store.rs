@@ -435,9 +435,23 @@ impl Store {
         Some(OutEvent { event })
     }
 
-    /// The events topic acknowledged the in-flight event.
+    /// The events topic acknowledged the in-flight event; the state write it makes due
+    /// is queued (`Work::State`).
     pub fn event_acked(&self, agent_id: &str) {
+        self.ack_event(agent_id, false);
+    }
+
+    /// [`Store::event_acked`], and the state record it makes due, taken at once (as
+    /// [`Store::take_state`] would) for the caller to produce: one lookup and one trip
+    /// through the work queue less per change. `None` when no state write can start
+    /// now (one is in flight or queued; it is handled as usual).
+    pub fn event_acked_take_state(&self, agent_id: &str) -> Option<OutState> {
+        self.ack_event(agent_id, true)
+    }
+
+    fn ack_event(&self, agent_id: &str, take_state: bool) -> Option<OutState> {
         let mut work = Vec::new();
+        let mut state = None;
         if let Some(mut e) = self.map.get_mut(agent_id) {
             if let Some(c) = e.take_in_flight() {
                 if e.acked.is_none() && c.after.is_some() {
@@ -447,8 +461,12 @@ impl Store {
                 e.acked = c.after;
                 e.state_dirty = true;
                 if !e.state_queued && !e.state_in_flight {
-                    e.state_queued = true;
-                    work.push(Work::State(e.key().clone()));
+                    if take_state {
+                        state = Some(Self::start_state_write(agent_id, &mut e));
+                    } else {
+                        e.state_queued = true;
+                        work.push(Work::State(e.key().clone()));
+                    }
                 }
             }
             if e.pending().is_some() && !e.event_queued {
@@ -459,6 +477,7 @@ impl Store {
         for w in work {
             self.push(w);
         }
+        state
     }
 
     /// The in-flight event failed: it becomes pending again unless a newer change
@@ -484,13 +503,18 @@ impl Store {
         if e.state_in_flight || !e.state_dirty {
             return None;
         }
+        Some(Self::start_state_write(agent_id, &mut e))
+    }
+
+    /// The acknowledged state becomes the state write in flight.
+    fn start_state_write(agent_id: &str, e: &mut Entry) -> OutState {
         e.state_in_flight = true;
         e.state_dirty = false;
-        Some(OutState {
+        OutState {
             state: e.acked.as_ref().map(|s| s.to_state(agent_id)),
             seq: e.seq,
             incarnation_ms: e.incarnation_ms,
-        })
+        }
     }
 
     pub fn state_acked(&self, agent_id: &str) {

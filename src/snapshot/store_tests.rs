@@ -117,6 +117,36 @@ fn snapshot_advances_only_after_acknowledgement() {
 }
 
 #[test]
+fn an_acknowledged_event_can_hand_over_its_state_write_at_once() {
+    let (s, mut rx) = Store::new();
+    s.restore("a", st("a", 2), 1);
+    s.finish_restore();
+    s.observe("a", st("a", 3), 1);
+    drain(&mut rx);
+    s.take_event("a", "src", 0).expect("event");
+    let out = s.event_acked_take_state("a").expect("state write due");
+    assert_eq!((out.seq, out.state), (2, Some(st("a", 3))));
+    assert!(
+        drain(&mut rx).is_empty(),
+        "nothing queued: the caller produces it"
+    );
+    assert_eq!(s.unflushed(), 1, "in flight until acknowledged");
+    // A second change acknowledged while that write is in flight: its state write waits
+    // for the first (one per agent in flight) and follows its acknowledgement.
+    s.observe("a", st("a", 4), 2);
+    drain(&mut rx);
+    s.take_event("a", "src", 0).expect("event");
+    assert!(s.event_acked_take_state("a").is_none());
+    assert!(drain(&mut rx).is_empty());
+    s.state_acked("a");
+    assert_eq!(drain(&mut rx), vec![Work::State(AgentId::from("a"))]);
+    let out = s.take_state("a").expect("the newer state");
+    assert_eq!((out.seq, out.state), (3, Some(st("a", 4))));
+    s.state_acked("a");
+    assert_eq!(s.unflushed(), 0);
+}
+
+#[test]
 fn a_failed_delivery_is_retried_with_the_same_seq() {
     let (s, _rx) = Store::new();
     s.restore("a", st("a", 2), 1);

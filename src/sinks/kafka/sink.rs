@@ -13,6 +13,7 @@ use std::{
 
 use rdkafka::{
     error::KafkaError,
+    message::OwnedHeaders,
     producer::{BaseRecord, Producer},
     util::Timeout,
 };
@@ -26,7 +27,7 @@ use super::{
 use crate::{
     metrics::Metrics,
     proto::v1::AgentStateRecord,
-    snapshot::{Store, Work},
+    snapshot::{OutState, Store, Work},
 };
 
 pub struct KafkaSink {
@@ -117,7 +118,18 @@ impl KafkaSink {
                                         self.store.requeue(w);
                                     }
                                 }
-                                self.acked(&done.sent.work, done.sent.op);
+                                // The state record an acknowledged event makes due goes
+                                // out at once when there is room, not through the queue.
+                                let room = in_flight < self.cfg.max_in_flight
+                                    && bytes_in_flight < self.cfg.max_in_flight_bytes;
+                                if let Some((w, out)) = self.acked(done.sent.work, done.sent.op, room) {
+                                    if let Some(bytes) =
+                                        self.send_state(w, out, &mut failure_streak, &mut retries)
+                                    {
+                                        bytes_in_flight += bytes;
+                                        in_flight += 1;
+                                    }
+                                }
                             }
                             Err(e) => {
                                 failure_streak = failure_streak.saturating_add(1);
@@ -187,35 +199,56 @@ impl KafkaSink {
     /// to send (or the producer refused it, already scheduled for retry). Its report
     /// comes back through the delivery channel.
     fn dispatch(&self, w: Work, failure_streak: &mut u32, retries: &mut Retries) -> Option<usize> {
-        let format = self.cfg.format;
-        let (topic, payload, headers, op) = match &w {
+        match &w {
             Work::Event(id) => {
                 let out = self.store.take_event(id, &self.source, Self::now_ms())?;
-                let payload = encode::encode_event(&out.event, format);
-                let headers = encode::event_headers(&out.event, format);
-                (&self.cfg.events_topic, Some(payload), headers, out.event.op)
+                let payload = encode::encode_event(&out.event, self.cfg.format);
+                let headers = encode::event_headers(&out.event, self.cfg.format);
+                let topic = &self.cfg.events_topic;
+                let record = (topic.as_str(), Some(payload), headers, out.event.op);
+                self.send(w, record, failure_streak, retries)
             }
             Work::State(id) => {
                 let out = self.store.take_state(id)?;
-                let payload = out.state.map(|state| {
-                    encode::encode_state(
-                        &AgentStateRecord {
-                            state: Some(state),
-                            seq: out.seq,
-                            written_at_ms: Self::now_ms(),
-                            incarnation_ms: out.incarnation_ms,
-                        },
-                        format,
-                    )
-                });
-                (
-                    &self.cfg.state_topic,
-                    payload,
-                    encode::state_headers(format),
-                    0,
-                )
+                self.send_state(w, out, failure_streak, retries)
             }
-        };
+        }
+    }
+
+    /// Produces a state record (`w` is its `Work::State`).
+    fn send_state(
+        &self,
+        w: Work,
+        out: OutState,
+        failure_streak: &mut u32,
+        retries: &mut Retries,
+    ) -> Option<usize> {
+        let format = self.cfg.format;
+        let payload = out.state.map(|state| {
+            encode::encode_state(
+                &AgentStateRecord {
+                    state: Some(state),
+                    seq: out.seq,
+                    written_at_ms: Self::now_ms(),
+                    incarnation_ms: out.incarnation_ms,
+                },
+                format,
+            )
+        });
+        let topic = &self.cfg.state_topic;
+        let record = (topic.as_str(), payload, encode::state_headers(format), 0);
+        self.send(w, record, failure_streak, retries)
+    }
+
+    /// Hands one record (topic, payload — `None` for a tombstone —, headers, op) keyed
+    /// by `w`'s agent to the producer.
+    fn send(
+        &self,
+        w: Work,
+        (topic, payload, headers, op): (&str, Option<Vec<u8>>, OwnedHeaders, i32),
+        failure_streak: &mut u32,
+        retries: &mut Retries,
+    ) -> Option<usize> {
         let key = match &w {
             Work::Event(id) | Work::State(id) => id.clone(),
         };
@@ -274,10 +307,17 @@ impl KafkaSink {
         }
     }
 
-    fn acked(&self, w: &Work, op: i32) {
+    /// Records an acknowledgement. For an event, with `take_state`, returns the state
+    /// write it makes due, to produce now.
+    fn acked(&self, w: Work, op: i32, take_state: bool) -> Option<(Work, OutState)> {
         match w {
             Work::Event(id) => {
-                self.store.event_acked(id);
+                let state = if take_state {
+                    self.store.event_acked_take_state(&id)
+                } else {
+                    self.store.event_acked(&id);
+                    None
+                };
                 let counter = usize::try_from(op)
                     .ok()
                     .and_then(|i| self.events_by_op.get(i.checked_sub(1)?));
@@ -290,8 +330,12 @@ impl KafkaSink {
                         .with_label_values(&[encode::op_name(op)])
                         .inc(),
                 }
+                state.map(|out| (Work::State(id), out))
             }
-            Work::State(id) => self.store.state_acked(id),
+            Work::State(id) => {
+                self.store.state_acked(&id);
+                None
+            }
         }
     }
 
