@@ -119,10 +119,18 @@ impl KafkaSink {
                                     }
                                 }
                                 // The state record an acknowledged event makes due goes
-                                // out at once when there is room, not through the queue.
+                                // out at once (one lookup and one queue trip less) when
+                                // there is room and no other work waits. With work
+                                // waiting, as in a storm, it is queued behind it: events
+                                // first, the state topic after (measured: taking it at
+                                // once cut the 100k storm's event rate from ~390k to
+                                // ~170k/s while the whole drain got ~15% shorter).
                                 let room = in_flight < self.cfg.max_in_flight
                                     && bytes_in_flight < self.cfg.max_in_flight_bytes;
-                                if let Some((w, out)) = self.acked(done.sent.work, done.sent.op, room) {
+                                let take_state = room && work.is_empty();
+                                if let Some((w, out)) =
+                                    self.acked(done.sent.work, done.sent.op, take_state)
+                                {
                                     if let Some(bytes) =
                                         self.send_state(w, out, &mut failure_streak, &mut retries)
                                     {
