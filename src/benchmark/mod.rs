@@ -226,7 +226,7 @@ async fn run_one(n: usize, opts: &BenchOptions) -> Result<Row, BenchError> {
         || again.health.is_ready() && again.store.unflushed() == 0,
     )
     .await?;
-    let storm = storm(&again, &sim, n, rss).await?;
+    let storm = storm(&again, &sim, n).await?;
     stop.cancel();
     again.wait().await?;
 
@@ -262,18 +262,13 @@ struct Storm {
 /// The 100% change storm on a settled snapshot (the restored one): every agent flips
 /// at once. Unlike the initial snapshot's storm, the entries exist already and nothing
 /// else (the inventory load, the first sweep's inserts) shares the machine with it.
-async fn storm(
-    running: &app::Running,
-    sim: &SimProcess,
-    n: usize,
-    rss: u64,
-) -> Result<Storm, BenchError> {
+async fn storm(running: &app::Running, sim: &SimProcess, n: usize) -> Result<Storm, BenchError> {
     let mut reports = running.sweeps();
     sim.flap_share(1.0).await?;
     let events0 = events(running);
     let t = Instant::now();
     running.sweep_now();
-    let (mut first_ack, mut peak_rss) = (None, rss);
+    let (mut first_ack, mut peak_rss) = (None, rss_bytes());
     wait_until(
         COUNTER_POLL,
         Duration::from_secs(600),
@@ -293,7 +288,10 @@ async fn storm(
     tokio::time::timeout(Duration::from_secs(600), reports.recv())
         .await
         .map_err(|_| BenchError::Timeout("storm sweep"))?
-        .map_err(|_| BenchError::Timeout("storm sweep report"))?;
+        .map_err(|e| BenchError::Start {
+            what: "storm sweep report",
+            detail: e.to_string(),
+        })?;
     wait_until(SCAN_POLL, Duration::from_secs(600), "storm drained", || {
         peak_rss = peak_rss.max(rss_bytes());
         running.store.unflushed() == 0

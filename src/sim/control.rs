@@ -76,9 +76,17 @@ fn unknown(id: &str) -> ControlError {
 
 // Parsed by hand rather than with `Json` so a bad body gets our error shape, with or without
 // a content-type header.
+/// Parses a JSON body; an error names the field it is about (`rate: invalid type ...`).
 fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ControlError::BadRequest(format!("invalid body: {e}")))
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        ControlError::BadRequest(match path.as_str() {
+            "." | "" => format!("invalid body: {inner}"),
+            _ => format!("invalid body: {path}: {inner}"),
+        })
+    })
 }
 
 async fn list_agents(State(sim): State<Arc<Simulator>>) -> Response {

@@ -216,7 +216,11 @@ async fn a_flap_request_may_name_its_own_share_and_a_bad_one_is_refused() {
         .iter()
         .zip(&after)
         .all(|(a, b)| (a.status_code == 2) != (b.status_code == 2)));
-    for bad in [json!({ "rate": 1.5 }), json!({ "rate": -0.1 })] {
+    for bad in [
+        json!({ "rate": 1.5 }),
+        json!({ "rate": -0.1 }),
+        json!({ "rate": "1" }),
+    ] {
         let (status, body) = h.control(Method::POST, "/_sim/flap", Some(bad)).await;
         assert_eq!(status, 400);
         assert!(body.to_string().contains("rate"), "{body}");

@@ -26,6 +26,10 @@ pub(super) struct Sent {
     pub(super) bytes: usize,
     /// The event's op (metric label); 0 for state records.
     pub(super) op: i32,
+    /// Which of the sink's producers took it (they are numbered as they are
+    /// replaced): a failure reported by a producer already replaced says nothing about
+    /// the current one.
+    pub(super) generation: u64,
 }
 
 /// The broker's answer for one record.
@@ -35,10 +39,11 @@ pub(super) struct Done {
     pub(super) result: Result<(), KafkaError>,
 }
 
-/// Forwards every delivery report to the sink. librdkafka reports every record it
-/// accepted exactly once: acknowledged, failed, or purged when a producer is dropped
-/// (`BaseProducer`'s drop purges and flushes), so the sink's in-flight count stays
-/// exact across producer replacements.
+/// Forwards every delivery report to the sink. librdkafka reports each record it
+/// accepted once: acknowledged, failed, or purged. A report not served before the
+/// client is destroyed would be lost with its `Sent` (the agent's record would stay in
+/// flight for good), so a producer being replaced is purged and drained of its reports
+/// before it is dropped (`KafkaSink::retire`).
 pub(super) struct Deliveries {
     tx: mpsc::UnboundedSender<Done>,
 }

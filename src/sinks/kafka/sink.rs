@@ -14,7 +14,7 @@ use std::{
 use rdkafka::{
     error::KafkaError,
     message::OwnedHeaders,
-    producer::{BaseRecord, Producer},
+    producer::{BaseRecord, Producer, PurgeConfig},
     util::Timeout,
 };
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
@@ -38,6 +38,8 @@ pub struct KafkaSink {
     store: Arc<Store>,
     cfg: KafkaConfig,
     metrics: Arc<Metrics>,
+    /// Number of the current producer (see `Sent::generation`).
+    generation: u64,
     /// `events_total` of ops 1-4 (create, update, delete, snapshot), looked up once:
     /// the label lookup hashes and locks, once per event.
     events_by_op: [prometheus::IntCounter; 4],
@@ -72,6 +74,7 @@ impl KafkaSink {
             store,
             cfg,
             metrics,
+            generation: 0,
             events_by_op,
             source,
         })
@@ -142,7 +145,11 @@ impl KafkaSink {
                             Err(e) => {
                                 failure_streak = failure_streak.saturating_add(1);
                                 self.failed(done.sent.work, &e, failure_streak, &mut retries);
-                                self.replace_producer_if_broken(&e).await;
+                                // Reports of a producer already replaced (its purged
+                                // queue) say nothing about the current one.
+                                if done.sent.generation == self.generation {
+                                    self.replace_producer_if_broken(Some(&e)).await;
+                                }
                             }
                         }
                         handled += 1;
@@ -179,6 +186,11 @@ impl KafkaSink {
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => break,
             }
+            // A producer can turn fatal while nothing is in flight: every send then
+            // fails at once and no report would ever trigger the replacement.
+            if failure_streak > 0 && self.producer.client().fatal_error().is_some() {
+                self.replace_producer_if_broken(None).await;
+            }
             self.metrics.kafka_in_flight.set(in_flight as i64);
             if deadline.is_some() && in_flight == 0 && retries.is_empty() && work.is_empty() {
                 break;
@@ -192,8 +204,14 @@ impl KafkaSink {
                  their previous state, so they are emitted again on the next start"
             );
         }
-        // Give librdkafka a moment to send what it has already acknowledged internally.
-        let _ = self.producer.flush(Timeout::After(Duration::from_secs(1)));
+        // Give librdkafka a moment to send what it already holds (the state topic
+        // keeps the last acknowledged state either way); flushing and dropping the
+        // producer block, so off the async workers.
+        let producer = self.producer;
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = producer.flush(Timeout::After(Duration::from_secs(1)));
+        })
+        .await;
         unflushed
     }
 
@@ -261,7 +279,12 @@ impl KafkaSink {
             Work::Event(id) | Work::State(id) => id.clone(),
         };
         let bytes = payload.as_ref().map_or(0, Vec::len) + key.len();
-        let sent = Box::new(Sent { work: w, bytes, op });
+        let sent = Box::new(Sent {
+            work: w,
+            bytes,
+            op,
+            generation: self.generation,
+        });
         let mut record: BaseRecord<'_, str, Vec<u8>, Box<Sent>> =
             BaseRecord::with_opaque_to(topic, sent)
                 .key(&*key)
@@ -287,11 +310,11 @@ impl KafkaSink {
     /// Some brokers (tansu among them) instead answer every later produce with
     /// PRODUCER_FENCED / an epoch or sequence error once messages timed out; librdkafka
     /// does not flag that as fatal, but the producer id is dead all the same.
-    async fn replace_producer_if_broken(&mut self, last: &KafkaError) {
+    async fn replace_producer_if_broken(&mut self, last: Option<&KafkaError>) {
         let (code, reason) = match self.producer.client().fatal_error() {
             Some(f) => f,
-            None => match last.rdkafka_error_code() {
-                Some(code) if is_dead_producer_id(code) => (code, last.to_string()),
+            None => match last.and_then(|e| Some((e.rdkafka_error_code()?, e))) {
+                Some((code, e)) if is_dead_producer_id(code) => (code, e.to_string()),
                 _ => return,
             },
         };
@@ -304,10 +327,9 @@ impl KafkaSink {
         match delivery::create(&self.cfg, self.done_tx.clone()) {
             Ok(fresh) => {
                 let old = std::mem::replace(&mut self.producer, fresh);
-                // Dropping purges the old producer's queue (its reports arrive as
-                // failures and are retried through the new one) and waits up to 500 ms:
-                // keep that off the async workers.
-                let _ = tokio::task::spawn_blocking(move || drop(old)).await;
+                self.generation += 1;
+                // Blocks until the old producer is drained: off the async workers.
+                let _ = tokio::task::spawn_blocking(move || retire(old)).await;
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot create a new Kafka producer; retrying on the next failure")
@@ -394,6 +416,29 @@ impl Retries {
             .filter_map(|k| self.queue.try_remove(&k))
             .map(|e| e.into_inner())
             .collect()
+    }
+}
+
+/// Longest wait for a replaced producer's reports.
+const RETIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Purges a replaced producer and waits until its polling thread has served the report
+/// of every record it held (they arrive as failures and are retried through the new
+/// producer). Dropping alone purges too but waits at most 500 ms for the reports, and a
+/// report not served is lost with its record's `Sent`: the agent would stay in flight.
+fn retire(old: SinkProducer) {
+    old.purge(PurgeConfig::default().queue().inflight());
+    let start = std::time::Instant::now();
+    while old.in_flight_count() > 0 && start.elapsed() < RETIRE_TIMEOUT {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let left = old.in_flight_count();
+    if left > 0 {
+        tracing::error!(
+            records = left,
+            "replaced Kafka producer still holds unreported records; their agents' changes \
+             wait for the next start"
+        );
     }
 }
 
