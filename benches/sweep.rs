@@ -19,6 +19,13 @@ use agentwatch::{
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
+/// The service's allocator (`src/main.rs`), so the snapshot sits in memory as it does there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Agents per GSE request, as the poller's default batch.
+const BATCH: usize = 1000;
+
 struct Fixture {
     /// Host ids 1..=n in order, so `inv.ids[i]` is the agent of `gse[i]`.
     inv: Inventory,
@@ -102,20 +109,41 @@ fn sweep(c: &mut Criterion) {
                     ..g.clone()
                 })
                 .collect();
+            // As the poller does it: the GSE answer's batches of 1000 (`observe_batch`).
             group.bench_with_input(BenchmarkId::new(label, n), &n, |b, _| {
+                let mut views = Vec::with_capacity(BATCH);
                 b.iter(|| {
-                    for i in 0..n {
-                        let g = if every > 0 && i % every == 0 {
-                            &changed[i]
-                        } else {
-                            &f.gse[i]
-                        };
-                        let view = merge(&f.inv.ids[i], f.inv.host(i), &observed(g), &names, 1);
-                        s.observe_view(black_box(&f.inv.ids[i]), &view, 2);
+                    for start in (0..n).step_by(BATCH) {
+                        views.clear();
+                        for i in start..(start + BATCH).min(n) {
+                            let g = if every > 0 && i % every == 0 {
+                                &changed[i]
+                            } else {
+                                &f.gse[i]
+                            };
+                            let id = &f.inv.ids[i];
+                            views.push((id, merge(id, f.inv.host(i), &observed(g), &names, 1)));
+                        }
+                        s.observe_batch(black_box(&views), 2);
                     }
                 })
             });
         }
+        // One agent at a time (`observe_view`), for comparison.
+        group.bench_with_input(BenchmarkId::new("no_change_one_by_one", n), &n, |b, _| {
+            b.iter(|| {
+                for i in 0..n {
+                    let view = merge(
+                        &f.inv.ids[i],
+                        f.inv.host(i),
+                        &observed(&f.gse[i]),
+                        &names,
+                        1,
+                    );
+                    s.observe_view(black_box(&f.inv.ids[i]), &view, 2);
+                }
+            })
+        });
     }
     group.finish();
 }

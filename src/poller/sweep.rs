@@ -479,6 +479,8 @@ impl Poller {
                 .get(id)
                 .copied()
         };
+        // Merged first, then handed to the store as one batch (`Store::observe_batch`).
+        let mut views = Vec::with_capacity(r.len());
         for i in r {
             let id = &inv.ids[i];
             if v1 && !has_ipv4(&inv.hosts[i]) {
@@ -495,9 +497,9 @@ impl Poller {
                 info: self.info.get(&**id),
                 info_version: self.info_version.get(&**id).map(String::as_str),
             };
-            let observed = merge(id, host, &seen, &self.names, now);
-            self.store.observe_view(id, &observed, sweep);
+            views.push((id, merge(id, host, &seen, &self.names, now)));
         }
+        self.store.observe_batch(&views, sweep);
     }
 
     fn publish_gauges(&self, stats: &crate::snapshot::Stats) {

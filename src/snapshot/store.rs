@@ -19,7 +19,7 @@ use std::{
     time::Instant,
 };
 
-use dashmap::DashMap;
+use dashmap::{DashMap, SharedValue};
 use tokio::sync::mpsc;
 
 use super::{
@@ -215,84 +215,156 @@ impl Store {
     /// is keyed by `agent_id` itself (the inventory's string, shared, not copied).
     pub fn observe_view(&self, agent_id: &AgentId, observed: &AgentView<'_>, sweep: u64) {
         let initial = self.initial_snapshot.load(Ordering::Relaxed);
-        // The key of a work item to queue, cloned only then: an unchanged agent costs no
-        // reference-count traffic on its id.
-        let mut queue: Option<AgentId> = None;
-        match self.map.get_mut(&**agent_id) {
+        let queue = match self.map.get_mut(&**agent_id) {
             Some(mut e) => {
-                e.stale = false;
-                e.missing = 0;
-                e.observed_ms = observed.observed_at_ms;
-                let (changed, debounce) = match e.base() {
-                    Some(base) => (
-                        self.diff.differs_view(&base.view(agent_id), observed),
-                        self.confirm_sweeps > 1,
-                    ),
-                    None => (true, false),
-                };
-                // Does the latest state's host id, cloud or IP move (the query index
-                // must then be rebuilt)? Decided before the entry changes. Afterwards
-                // the latest state is `observed` if it changed, else the base (a
-                // pending change is dropped); an unchanged agent with nothing pending
-                // keeps its latest state, the base.
-                let moved = (changed || e.pending().is_some()) && {
-                    let after = if changed {
-                        Some(*observed)
-                    } else {
-                        e.base().map(|b| b.view(agent_id))
-                    };
-                    !same_identity(e.latest().map(|l| l.view(agent_id)), after)
-                };
-                let held = changed && debounce && !self.confirmed(&mut e, observed);
-                if held {
-                    // Not yet seen often enough; what is pending (if anything) stays.
-                } else if changed {
-                    e.drop_candidate();
-                    // Keep the time of the oldest undelivered change for the age metric.
-                    let since = e.pending().map_or_else(Instant::now, |p| p.since);
-                    let incarnation_ms = e
-                        .pending()
-                        .map_or(observed.observed_at_ms, |p| p.incarnation_ms);
-                    let initial = initial && e.acked.is_none();
-                    e.set_pending(Change {
-                        after: Some(Stored::from_view(observed, &self.interner)),
-                        initial,
-                        incarnation_ms,
-                        sweep,
-                        since,
-                    });
-                    if !e.event_queued {
-                        e.event_queued = true;
-                        queue = Some(e.key().clone());
-                    }
-                } else {
-                    // Back to what is (being) delivered: nothing left to send.
-                    e.drop_pending();
-                    e.drop_candidate();
-                }
-                if moved && !held {
-                    self.generation.fetch_add(1, Ordering::Release);
-                }
+                let (key, entry) = e.pair_mut();
+                self.update(key, entry, observed, sweep, initial)
             }
             None => {
-                let first = Change {
-                    after: Some(Stored::from_view(observed, &self.interner)),
-                    initial,
-                    incarnation_ms: observed.observed_at_ms,
-                    sweep,
-                    since: Instant::now(),
-                };
-                self.map.insert(
-                    agent_id.clone(),
-                    Entry::first_seen(first, observed.observed_at_ms),
-                );
-                self.generation.fetch_add(1, Ordering::Release);
-                queue = Some(agent_id.clone());
+                self.map
+                    .insert(agent_id.clone(), self.first_seen(observed, sweep, initial));
+                Some(agent_id.clone())
             }
-        }
+        };
         if let Some(key) = queue {
             self.push(Work::Event(key));
         }
+    }
+
+    /// [`Store::observe_view`] for a whole GSE batch, with the same outcome agent by
+    /// agent. At a million agents the snapshot is far larger than the CPU caches and
+    /// one lookup after another waits on three cache misses each (control bytes, slot,
+    /// key), serialised by the shard lock's atomic operation between them: ~450 ns
+    /// per agent. Here each shard is locked once for its part of the batch, its slots
+    /// are first only read in a tight loop, whose misses the CPU overlaps, and then
+    /// diffed from cache.
+    pub fn observe_batch(&self, batch: &[(&AgentId, AgentView<'_>)], sweep: u64) {
+        let initial = self.initial_snapshot.load(Ordering::Relaxed);
+        let shards = self.map.shards();
+        // (shard, hash, index in the batch), by shard and, within one, in batch order
+        // (an id twice in one batch is applied in order, as one by one).
+        let mut order: Vec<(usize, u64, usize)> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| {
+                let hash = self.map.hash_usize(&id.as_str());
+                (self.map.determine_shard(hash), hash as u64, i)
+            })
+            .collect();
+        order.sort_unstable_by_key(|&(shard, _, i)| (shard, i));
+        let mut queue: Vec<AgentId> = Vec::new();
+        for group in order.chunk_by(|a, b| a.0 == b.0) {
+            let mut shard = shards[group[0].0].write();
+            // Touch each slot and its key: the loop body is short and its iterations
+            // independent, so their cache misses are in flight together.
+            let mut touched = 0i64;
+            for &(_, hash, i) in group {
+                let id = batch[i].0.as_str();
+                if let Some((_, e)) = shard.get(hash, |(k, _)| k.as_str() == id) {
+                    touched = touched.wrapping_add(e.get().observed_ms);
+                }
+            }
+            std::hint::black_box(touched);
+            for &(_, hash, i) in group {
+                let (id, observed) = &batch[i];
+                let key = match shard.get_mut(hash, |(k, _)| k.as_str() == id.as_str()) {
+                    Some((key, e)) => self.update(key, e.get_mut(), observed, sweep, initial),
+                    None => {
+                        let first = self.first_seen(observed, sweep, initial);
+                        shard.insert(hash, ((*id).clone(), SharedValue::new(first)), |(k, _)| {
+                            self.map.hash_usize(k) as u64
+                        });
+                        Some((*id).clone())
+                    }
+                };
+                queue.extend(key);
+            }
+            // Unlocked before the sink, woken by the work, looks the agents up.
+            drop(shard);
+            for key in queue.drain(..) {
+                self.push(Work::Event(key));
+            }
+        }
+    }
+
+    /// A new agent's entry (the caller inserts it and queues its event).
+    fn first_seen(&self, observed: &AgentView<'_>, sweep: u64, initial: bool) -> Entry {
+        let first = Change {
+            after: Some(Stored::from_view(observed, &self.interner)),
+            initial,
+            incarnation_ms: observed.observed_at_ms,
+            sweep,
+            since: Instant::now(),
+        };
+        self.generation.fetch_add(1, Ordering::Release);
+        Entry::first_seen(first, observed.observed_at_ms)
+    }
+
+    /// Applies an observation to a known agent's entry. Returns the key to queue an
+    /// event for, cloned only then: an unchanged agent costs no reference-count
+    /// traffic on its id.
+    fn update(
+        &self,
+        key: &AgentId,
+        e: &mut Entry,
+        observed: &AgentView<'_>,
+        sweep: u64,
+        initial: bool,
+    ) -> Option<AgentId> {
+        let mut queue = None;
+        e.stale = false;
+        e.missing = 0;
+        e.observed_ms = observed.observed_at_ms;
+        let (changed, debounce) = match e.base() {
+            Some(base) => (
+                self.diff.differs_view(&base.view(key), observed),
+                self.confirm_sweeps > 1,
+            ),
+            None => (true, false),
+        };
+        // Does the latest state's host id, cloud or IP move (the query index must then
+        // be rebuilt)? Decided before the entry changes. Afterwards the latest state is
+        // `observed` if it changed, else the base (a pending change is dropped); an
+        // unchanged agent with nothing pending keeps its latest state, the base.
+        let moved = (changed || e.pending().is_some()) && {
+            let after = if changed {
+                Some(*observed)
+            } else {
+                e.base().map(|b| b.view(key))
+            };
+            !same_identity(e.latest().map(|l| l.view(key)), after)
+        };
+        let held = changed && debounce && !self.confirmed(e, observed);
+        if held {
+            // Not yet seen often enough; what is pending (if anything) stays.
+        } else if changed {
+            e.drop_candidate();
+            // Keep the time of the oldest undelivered change for the age metric.
+            let since = e.pending().map_or_else(Instant::now, |p| p.since);
+            let incarnation_ms = e
+                .pending()
+                .map_or(observed.observed_at_ms, |p| p.incarnation_ms);
+            let initial = initial && e.acked.is_none();
+            e.set_pending(Change {
+                after: Some(Stored::from_view(observed, &self.interner)),
+                initial,
+                incarnation_ms,
+                sweep,
+                since,
+            });
+            if !e.event_queued {
+                e.event_queued = true;
+                queue = Some(key.clone());
+            }
+        } else {
+            // Back to what is (being) delivered: nothing left to send.
+            e.drop_pending();
+            e.drop_candidate();
+        }
+        if moved && !held {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+        queue
     }
 
     /// Debounce: true once `observed` has been seen in `confirm_sweeps` consecutive

@@ -387,3 +387,98 @@ fn a_deleted_agent_is_forgotten_after_forget_deleted_after_refreshes() {
         (Op::Create as i32, 1, 9000)
     );
 }
+
+/// `observe_batch` gives what `observe_view` gives agent by agent: the same work, the
+/// same events, the same index generation, over sweeps with new agents, changes,
+/// debounced changes, reverts, an id twice in one batch, and agents over every shard.
+#[test]
+fn a_batch_is_observed_exactly_as_one_agent_after_another() {
+    let opts = StoreOptions {
+        confirm_sweeps: 2,
+        ..StoreOptions::default()
+    };
+    let (one, mut one_rx) = Store::with_options(opts);
+    let (batch, mut batch_rx) = Store::with_options(opts);
+    let ids: Vec<AgentId> = (0..300)
+        .map(|i| AgentId::from(format!("agent-{i}")))
+        .collect();
+    for (i, id) in ids.iter().enumerate().take(200) {
+        one.restore(id, st(id, 2), i as u64 + 1);
+        batch.restore(id, st(id, 2), i as u64 + 1);
+    }
+    one.finish_restore();
+    batch.finish_restore();
+    assert!(
+        ids.iter()
+            .map(|id| batch.map.determine_map(id.as_str()))
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            > 1
+    );
+    // Per sweep, the status code of agent i (agents 200.. are new in sweep 1).
+    let code = |sweep: u64, i: usize| -> i32 {
+        match (sweep, i % 5) {
+            (_, 0) => 2,                  // never changes
+            (1 | 2, 1) => 3,              // changes, confirmed in sweep 2
+            (1, 2) => 3,                  // flaps once: debounced away
+            (s, 3) => 2 + (s % 2) as i32, // alternates
+            (s, _) => {
+                if s >= 3 {
+                    4
+                } else {
+                    2
+                }
+            } // changes late
+        }
+    };
+    for sweep in 1..=4u64 {
+        let states: Vec<AgentState> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let mut s = st(id, code(sweep, i));
+                s.observed_at_ms = sweep as i64 * 1000;
+                s.host_id = i as i64;
+                s
+            })
+            .collect();
+        // Agent 7 twice in the batch, the second time with another state.
+        let mut twice = states[7].clone();
+        twice.status_code = 9;
+        let mut views: Vec<(&AgentId, AgentView<'_>)> = ids
+            .iter()
+            .zip(&states)
+            .map(|(id, s)| (id, s.view()))
+            .collect();
+        views.push((&ids[7], twice.view()));
+        for (id, v) in &views {
+            one.observe_view(id, v, sweep);
+        }
+        batch.observe_batch(&views, sweep);
+
+        let mut a = drain(&mut one_rx);
+        let mut b = drain(&mut batch_rx);
+        a.sort_by_key(|w| format!("{w:?}"));
+        b.sort_by_key(|w| format!("{w:?}"));
+        assert_eq!(a, b, "work after sweep {sweep}");
+        assert!(!a.is_empty(), "sweep {sweep} changes something");
+        assert_eq!(
+            one.generation.load(Ordering::SeqCst),
+            batch.generation.load(Ordering::SeqCst),
+            "index generation after sweep {sweep}"
+        );
+        for w in a {
+            let Work::Event(id) = w else { continue };
+            let x = one.take_event(&id, "src", 0).map(|o| o.event);
+            let y = batch.take_event(&id, "src", 0).map(|o| o.event);
+            assert_eq!(x, y, "event of {id} in sweep {sweep}");
+            one.event_acked(&id);
+            batch.event_acked(&id);
+        }
+        assert_eq!(one.len(), batch.len());
+    }
+    // Nothing left that differs: each agent's acknowledged state and seq.
+    for id in &ids {
+        assert_eq!(one.acked(id), batch.acked(id), "{id}");
+    }
+}
