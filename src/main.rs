@@ -98,6 +98,11 @@ enum Command {
         /// producer settings, nothing else) to show the machine's ceiling; 0 = skip.
         #[arg(long, default_value_t = 0)]
         producer_baseline: usize,
+        /// Payload bytes of each baseline record (agentwatch's records: a snapshot
+        /// event ~200 B, an update event ~300 B with before and after, a state record
+        /// ~130 B; each also has a key and headers).
+        #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+        baseline_payload_bytes: u32,
     },
     /// Long-run test (opt-in, ~30 min by default): simulator with faults and churn, a
     /// tansu broker restarted periodically, the service as a child process and an
@@ -189,6 +194,7 @@ fn main() -> ExitCode {
                 batch_size,
                 concurrency,
                 producer_baseline,
+                baseline_payload_bytes,
             } => {
                 init_logging(LogFormat::Text, "warn");
                 let opts = agentwatch::benchmark::BenchOptions {
@@ -199,6 +205,7 @@ fn main() -> ExitCode {
                     batch_size,
                     concurrency,
                     producer_baseline,
+                    baseline_payload_bytes: baseline_payload_bytes as usize,
                 };
                 report(
                     agentwatch::benchmark::run(opts)

@@ -568,6 +568,56 @@ async fn records_in_flight_stop_at_exactly_max_in_flight_and_the_rest_wait_until
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_in_flight_stop_at_max_in_flight_bytes_and_the_rest_follow_in_full() {
+    // 3000 update events of ~500 bytes on the wire do not fit in 1 MiB: the sink stops
+    // handing records over mid-batch, and what it took from the queue but could not
+    // send waits there again (nothing lost, nothing sent twice).
+    let broker = Broker::private();
+    let sim = Sim::agents(4000, 15).await;
+    let mut cfg = service_config(&sim, &broker.brokers, "limits-inflight-bytes");
+    cfg.kafka.max_in_flight_bytes = 1024 * 1024;
+    cfg.kafka.message_timeout = Duration::from_secs(60);
+    let svc = Service::start(&cfg).await;
+    svc.settle().await;
+    let events = &cfg.kafka.events_topic;
+    let before = event_ids(&broker.brokers, events);
+    let changed = sim.running_agents(3000);
+    assert_eq!(changed.len(), 3000);
+
+    broker.signal("STOP");
+    svc.between_sweeps().await;
+    sim.set_status_of(&changed, 3);
+    let running = svc.running();
+    next_sweeps(running, 1).await;
+    let mut peak = 0.0f64;
+    for _ in 0..10 {
+        let m = svc.metrics().await;
+        peak = peak.max(metric_value(&m, "agentwatch_kafka_in_flight "));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        (1000.0..3000.0).contains(&peak),
+        "in flight {peak}: the byte bound (not the 50,000 records of max_in_flight) stops it"
+    );
+
+    broker.signal("CONT");
+    svc.settle_after_sweeps(1).await;
+    let new = events_since(&broker.brokers, events, &before);
+    let mut got: Vec<String> = new
+        .iter()
+        .filter_map(|e| Some(e.after.as_ref()?.agent_id.clone()))
+        .collect();
+    got.sort();
+    let mut want = changed.clone();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "every change delivered exactly once after the pause"
+    );
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inventory_one_host_over_max_hosts_keeps_the_last_one_and_sweeps_go_on() {
     let broker = Broker::shared();
     let sim = Sim::agents(100, 14).await;

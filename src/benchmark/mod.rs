@@ -29,6 +29,8 @@ pub struct BenchOptions {
     pub concurrency: usize,
     /// Also measure the raw producer with this many records (0 = skip).
     pub producer_baseline: usize,
+    /// Payload bytes of each baseline record.
+    pub baseline_payload_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +98,7 @@ pub async fn run(opts: BenchOptions) -> Result<Vec<Row>, BenchError> {
     }
     if opts.producer_baseline > 0 {
         let broker = BrokerHandle::start(opts.brokers.as_deref())?;
-        let b = producer::run(&broker, opts.producer_baseline, 250).await?;
+        let b = producer::run(&broker, opts.producer_baseline, opts.baseline_payload_bytes).await?;
         println!(
             "raw producer ({}, {} records of {} B, acks=all, idempotent): {:.0} records/s with a \
              future per record, {:.0} records/s with a counting callback; raw consumer: {:.0} \

@@ -39,6 +39,15 @@ pub enum Work {
     State(AgentId),
 }
 
+impl Work {
+    /// The agent this work is for.
+    pub fn agent_id(&self) -> &str {
+        match self {
+            Work::Event(id) | Work::State(id) => id,
+        }
+    }
+}
+
 /// An event ready to encode, with what the sink needs to report on it.
 #[derive(Debug, Clone)]
 pub struct OutEvent {
@@ -255,16 +264,16 @@ impl Store {
         let mut queue: Vec<AgentId> = Vec::new();
         for group in order.chunk_by(|a, b| a.0 == b.0) {
             let mut shard = shards[group[0].0].write();
-            // Touch each slot and its key: the loop body is short and its iterations
-            // independent, so their cache misses are in flight together.
-            let mut touched = 0i64;
-            for &(_, hash, i) in group {
-                let id = batch[i].0.as_str();
-                if let Some((_, e)) = shard.get(hash, |(k, _)| k.as_str() == id) {
-                    touched = touched.wrapping_add(e.get().observed_ms);
-                }
-            }
-            std::hint::black_box(touched);
+            touch(
+                |hash, id| {
+                    shard
+                        .get(hash, |(k, _)| k.as_str() == id)
+                        .map(|(_, e)| e.get().observed_ms)
+                },
+                group
+                    .iter()
+                    .map(|&(_, hash, i)| (hash, batch[i].0.as_str())),
+            );
             for &(_, hash, i) in group {
                 let (id, observed) = &batch[i];
                 let key = match shard.get_mut(hash, |(k, _)| k.as_str() == id.as_str()) {
@@ -284,6 +293,31 @@ impl Store {
             for key in queue.drain(..) {
                 self.push(Work::Event(key));
             }
+        }
+    }
+
+    /// Reads the slots of `ids` into the CPU caches, each shard locked once, so that
+    /// the lookups that follow (the sink's, one agent at a time) do not each wait on
+    /// memory: see [`Store::observe_batch`]. Changes nothing.
+    pub fn warm<'a>(&self, ids: impl Iterator<Item = &'a str>) {
+        let shards = self.map.shards();
+        let mut order: Vec<(usize, u64, &str)> = ids
+            .map(|id| {
+                let hash = self.map.hash_usize(&id);
+                (self.map.determine_shard(hash), hash as u64, id)
+            })
+            .collect();
+        order.sort_unstable_by_key(|&(shard, _, _)| shard);
+        for group in order.chunk_by(|a, b| a.0 == b.0) {
+            let shard = shards[group[0].0].read();
+            touch(
+                |hash, id| {
+                    shard
+                        .get(hash, |(k, _)| k.as_str() == id)
+                        .map(|(_, e)| e.get().observed_ms)
+                },
+                group.iter().map(|&(_, hash, id)| (hash, id)),
+            );
         }
     }
 
@@ -677,6 +711,23 @@ impl Store {
     pub fn requeue(&self, w: Work) {
         self.push(w);
     }
+}
+
+/// Looks up each agent (by hash and id) in one locked shard and reads a field of its
+/// entry. The loop body is short and its iterations independent, so the CPU has their
+/// cache misses (control bytes, slot, key) in flight together rather than one after
+/// another.
+fn touch<'a>(
+    lookup: impl Fn(u64, &str) -> Option<i64>,
+    agents: impl Iterator<Item = (u64, &'a str)>,
+) {
+    let mut touched = 0i64;
+    for (hash, id) in agents {
+        if let Some(v) = lookup(hash, id) {
+            touched = touched.wrapping_add(v);
+        }
+    }
+    std::hint::black_box(touched);
 }
 
 /// Same host id, cloud area and IP: what the query index keys an agent by. A missing

@@ -104,10 +104,17 @@ impl KafkaSink {
                 // Never `None`: the sink itself holds a sender.
                 Some(done) = done_rx.recv(), if in_flight > 0 => {
                     // Handle what else has arrived too: reports come in bursts (a
-                    // produce response acknowledges a whole batch).
-                    let mut next = Some(done);
-                    let mut handled = 0;
-                    while let Some(done) = next.take() {
+                    // produce response acknowledges a whole batch). Their agents' entries
+                    // are read into cache together first (`Store::warm`).
+                    let mut reports = vec![done];
+                    while reports.len() < DISPATCH_BATCH {
+                        match done_rx.try_recv() {
+                            Ok(done) => reports.push(done),
+                            Err(_) => break,
+                        }
+                    }
+                    self.store.warm(reports.iter().map(|d| d.sent.work.agent_id()));
+                    for done in reports {
                         in_flight = in_flight.saturating_sub(1);
                         bytes_in_flight = bytes_in_flight.saturating_sub(done.sent.bytes);
                         match done.result {
@@ -150,10 +157,6 @@ impl KafkaSink {
                                 }
                             }
                         }
-                        handled += 1;
-                        if handled < DISPATCH_BATCH && in_flight > 0 {
-                            next = done_rx.try_recv().ok();
-                        }
                     }
                 }
                 Some(w) = retries.next(), if !retries.is_empty() => {
@@ -162,18 +165,33 @@ impl KafkaSink {
                 w = work.recv(), if room => {
                     let Some(w) = w else { break };
                     // Take a batch per wake-up rather than one record per trip through
-                    // `select!`: during a storm the queue holds thousands of agents.
-                    let mut next = Some(w);
-                    let mut taken = 0;
-                    while let Some(w) = next.take() {
+                    // `select!`: during a storm the queue holds thousands of agents. At
+                    // most as many as `max_in_flight` has room for; their entries are
+                    // read into cache together first (`Store::warm`).
+                    let room_for = self.cfg.max_in_flight.saturating_sub(in_flight);
+                    let mut batch = vec![w];
+                    while batch.len() < DISPATCH_BATCH.min(room_for) {
+                        match work.try_recv() {
+                            Ok(w) => batch.push(w),
+                            Err(_) => break,
+                        }
+                    }
+                    self.store.warm(batch.iter().map(Work::agent_id));
+                    let mut batch = batch.into_iter();
+                    for w in batch.by_ref() {
                         if let Some(bytes) = self.dispatch(w, &mut failure_streak, &mut retries) {
                             bytes_in_flight += bytes;
                             in_flight += 1;
                         }
-                        taken += 1;
-                        if self.has_room(in_flight, bytes_in_flight) && taken < DISPATCH_BATCH {
-                            next = work.try_recv().ok();
+                        if !self.has_room(in_flight, bytes_in_flight) {
+                            break;
                         }
+                    }
+                    // Past `max_in_flight_bytes`: the rest waits at the back of the queue
+                    // (one work item per agent and kind, so nothing is reordered for an
+                    // agent that matters: a state write always writes the latest state).
+                    for w in batch {
+                        self.store.requeue(w);
                     }
                 }
                 _ = shutdown.cancelled(), if deadline.is_none() => {
