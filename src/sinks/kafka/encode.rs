@@ -1,5 +1,7 @@
 //! Record encoding: protobuf or proto3 JSON payloads, CloudEvents binary-mode headers.
 
+use std::io::Write;
+
 use prost::Message;
 use rdkafka::message::{Header, OwnedHeaders};
 
@@ -116,17 +118,30 @@ pub fn op_name(op: i32) -> &'static str {
     }
 }
 
-/// CloudEvents `type` of an event, e.g. `io.agentwatch.agent.v1.update`.
-pub fn ce_type(op: i32) -> String {
-    format!("io.agentwatch.agent.v1.{}", op_name(op))
+/// CloudEvents `type` of an event, e.g. `io.agentwatch.agent.v1.update` (static: no
+/// string built per event).
+pub fn ce_type(op: i32) -> &'static str {
+    match Op::try_from(op) {
+        Ok(Op::Create) => "io.agentwatch.agent.v1.create",
+        Ok(Op::Update) => "io.agentwatch.agent.v1.update",
+        Ok(Op::Delete) => "io.agentwatch.agent.v1.delete",
+        Ok(Op::Snapshot) => "io.agentwatch.agent.v1.snapshot",
+        _ => "io.agentwatch.agent.v1.unspecified",
+    }
 }
 
 /// CloudEvents 1.0 Kafka protocol binding, binary mode: attributes as `ce_*` headers,
 /// the payload is the data.
 pub fn event_headers(ev: &AgentEvent, format: Format) -> OwnedHeaders {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ev.ts_ms.max(0) as u64);
-    let ce_time = humantime::format_rfc3339_millis(time).to_string();
-    let ce_type = ce_type(ev.op);
+    // Formatted on the stack: `YYYY-MM-DDTHH:MM:SS.mmmZ` is 24 bytes (up to year 9999).
+    let mut buf = [0u8; 32];
+    let ce_time = {
+        let mut w = &mut buf[..];
+        let _ = write!(w, "{}", humantime::format_rfc3339_millis(time));
+        let len = 32 - w.len();
+        std::str::from_utf8(&buf[..len]).unwrap_or_default()
+    };
     OwnedHeaders::new_with_capacity(6)
         .insert(Header {
             key: "ce_specversion",
@@ -138,7 +153,7 @@ pub fn event_headers(ev: &AgentEvent, format: Format) -> OwnedHeaders {
         })
         .insert(Header {
             key: "ce_type",
-            value: Some(ce_type.as_str()),
+            value: Some(ce_type(ev.op)),
         })
         .insert(Header {
             key: "ce_source",
@@ -146,7 +161,7 @@ pub fn event_headers(ev: &AgentEvent, format: Format) -> OwnedHeaders {
         })
         .insert(Header {
             key: "ce_time",
-            value: Some(ce_time.as_str()),
+            value: Some(ce_time),
         })
         .insert(Header {
             key: "content-type",
@@ -255,5 +270,7 @@ mod tests {
         );
         let time = h.iter().find(|h| h.key == "ce_time").and_then(|h| h.value);
         assert_eq!(time, Some(&b"2023-11-14T22:13:20.000Z"[..]));
+        let ty = h.iter().find(|h| h.key == "ce_type").and_then(|h| h.value);
+        assert_eq!(ty, Some(&b"io.agentwatch.agent.v1.update"[..]));
     }
 }
