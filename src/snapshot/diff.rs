@@ -105,11 +105,25 @@ impl Diff {
     /// [`Diff::changed_fields`] of two borrowed states.
     pub fn changed_fields_view(&self, a: &AgentView<'_>, b: &AgentView<'_>) -> Vec<String> {
         let mut out = Vec::new();
+        self.changed_fields_into(a, b, &mut out);
+        out
+    }
+
+    /// [`Diff::changed_fields_view`] written over `out`, reusing its strings.
+    pub fn changed_fields_into(&self, a: &AgentView<'_>, b: &AgentView<'_>, out: &mut Vec<String>) {
+        use std::fmt::Write;
+        let mut n = 0;
         self.visit(a, b, &mut |f: Field<'_>| {
-            out.push(f.to_string());
+            if n == out.len() {
+                out.push(String::new());
+            }
+            out[n].clear();
+            // Writing to a String cannot fail.
+            let _ = write!(out[n], "{f}");
+            n += 1;
             false
         });
-        out
+        out.truncate(n);
     }
 
     /// Reports each differing field to `on`; stops early when `on` returns true.

@@ -21,6 +21,30 @@ const EVENT_ID_NAMESPACE: uuid::Uuid =
 /// The event id of (agent, incarnation, seq): a UUIDv5 of
 /// `"{agent_id}/{incarnation_ms}/{seq}"`.
 pub fn event_id(agent_id: &str, incarnation_ms: i64, seq: u64) -> String {
-    let name = format!("{agent_id}/{incarnation_ms}/{seq}");
-    uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes()).to_string()
+    let mut out = String::new();
+    event_id_into(agent_id, incarnation_ms, seq, &mut out);
+    out
+}
+
+/// [`event_id`] written over `out` (its buffer reused; the name is built on the stack
+/// unless the agent id is unusually long).
+pub fn event_id_into(agent_id: &str, incarnation_ms: i64, seq: u64, out: &mut String) {
+    use std::io::Write;
+    let mut buf = [0u8; 256];
+    let mut w = &mut buf[..];
+    let id = match write!(w, "{agent_id}/{incarnation_ms}/{seq}") {
+        Ok(()) => {
+            let len = 256 - w.len();
+            uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, &buf[..len])
+        }
+        Err(_) => {
+            let name = format!("{agent_id}/{incarnation_ms}/{seq}");
+            uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes())
+        }
+    };
+    out.clear();
+    out.push_str(
+        id.hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer()),
+    );
 }

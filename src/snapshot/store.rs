@@ -476,13 +476,32 @@ impl Store {
     /// Takes the agent's pending change for producing. `None` when there is nothing to
     /// send now (already in flight — the ack re-queues it — or nothing pending).
     pub fn take_event(&self, agent_id: &str, source: &str, now_ms: i64) -> Option<OutEvent> {
-        let mut e = self.map.get_mut(agent_id)?;
+        let mut event = AgentEvent::default();
+        self.take_event_into(agent_id, source, now_ms, &mut event)
+            .then_some(OutEvent { event })
+    }
+
+    /// [`Store::take_event`] written over `out`, reusing its strings' buffers (the sink
+    /// keeps one message for every event it produces). False: nothing to send, and
+    /// `out` holds nothing to use.
+    pub fn take_event_into(
+        &self,
+        agent_id: &str,
+        source: &str,
+        now_ms: i64,
+        out: &mut AgentEvent,
+    ) -> bool {
+        let Some(mut e) = self.map.get_mut(agent_id) else {
+            return false;
+        };
         e.event_queued = false;
         if e.in_flight().is_some() {
-            return None;
+            return false;
         }
-        let change = e.pending()?;
-        let (op, changed) = match (&e.acked, &change.after) {
+        let Some(change) = e.pending() else {
+            return false;
+        };
+        let op = match (&e.acked, &change.after) {
             (None, None) => {
                 // Deleted before it was (re-)announced: nothing to tell anyone. An agent
                 // never announced at all leaves; one with history keeps its seq.
@@ -490,22 +509,27 @@ impl Store {
                 drop(e);
                 self.map
                     .remove_if(agent_id, |_, e| e.seq == 0 && e.is_settled());
-                return None;
+                return false;
             }
-            (None, Some(_)) if change.initial => (Op::Snapshot, Vec::new()),
-            (None, Some(_)) => (Op::Create, Vec::new()),
-            (Some(_), None) => (Op::Delete, Vec::new()),
+            (None, Some(_)) if change.initial => Op::Snapshot,
+            (None, Some(_)) => Op::Create,
+            (Some(_), None) => Op::Delete,
             (Some(before), Some(after)) => {
-                let fields = self
-                    .diff
-                    .changed_fields_view(&before.view(agent_id), &after.view(agent_id));
-                if fields.is_empty() {
+                self.diff.changed_fields_into(
+                    &before.view(agent_id),
+                    &after.view(agent_id),
+                    &mut out.changed_fields,
+                );
+                if out.changed_fields.is_empty() {
                     e.drop_pending();
-                    return None;
+                    return false;
                 }
-                (Op::Update, fields)
+                Op::Update
             }
         };
+        if op != Op::Update {
+            out.changed_fields.clear();
+        }
         // A first event starts a new incarnation (also for an agent that was deleted and
         // came back), so its event ids never repeat earlier ones.
         let (seq, incarnation_ms) = if op == Op::Create || op == Op::Snapshot {
@@ -519,26 +543,48 @@ impl Store {
         } else {
             (e.seq + 1, e.incarnation_ms)
         };
-        let before = if op == Op::Update || op == Op::Delete {
-            e.acked.as_ref().map(|s| s.to_state(agent_id))
-        } else {
-            None
+        match e
+            .acked
+            .as_ref()
+            .filter(|_| op == Op::Update || op == Op::Delete)
+        {
+            Some(s) => s
+                .view(agent_id)
+                .write_to(out.before.get_or_insert_with(AgentState::default)),
+            None => out.before = None,
+        }
+        let Some(change) = e.send_pending() else {
+            return false;
         };
-        let change = e.send_pending()?;
         change.incarnation_ms = incarnation_ms;
-        let event = AgentEvent {
-            op: op as i32,
-            before,
-            after: change.after.as_ref().map(|s| s.to_state(agent_id)),
-            ts_ms: now_ms,
-            seq,
-            sweep: change.sweep,
-            event_id: super::event_id(agent_id, incarnation_ms, seq),
-            source: source.to_owned(),
-            changed_fields: changed,
-            incarnation_ms,
-        };
-        Some(OutEvent { event })
+        match &change.after {
+            Some(s) => s
+                .view(agent_id)
+                .write_to(out.after.get_or_insert_with(AgentState::default)),
+            None => out.after = None,
+        }
+        out.op = op as i32;
+        out.ts_ms = now_ms;
+        out.seq = seq;
+        out.sweep = change.sweep;
+        super::event_id_into(agent_id, incarnation_ms, seq, &mut out.event_id);
+        out.source.clear();
+        out.source.push_str(source);
+        out.incarnation_ms = incarnation_ms;
+        // Every field is set above: this stops compiling when the message gains one.
+        let AgentEvent {
+            op: _,
+            before: _,
+            after: _,
+            ts_ms: _,
+            seq: _,
+            sweep: _,
+            event_id: _,
+            source: _,
+            changed_fields: _,
+            incarnation_ms: _,
+        } = out;
+        true
     }
 
     /// The events topic acknowledged the in-flight event; the state write it makes due

@@ -482,3 +482,52 @@ fn a_batch_is_observed_exactly_as_one_agent_after_another() {
         assert_eq!(one.acked(id), batch.acked(id), "{id}");
     }
 }
+
+/// The sink reuses one message for every event: what it gets must equal a fresh
+/// message each time, whatever the previous event left in it (more changed fields, a
+/// `before` where this one has none, another agent's longer strings).
+#[test]
+fn an_event_taken_into_a_reused_message_equals_a_fresh_one() {
+    let (fresh, _rx1) = Store::new();
+    let (reused, _rx2) = Store::new();
+    let long = |id: &str, code: i32| {
+        let mut s = st(id, code);
+        s.version = "2.1.5-a-rather-long-version-string".into();
+        s.ip = "fe80::1".into();
+        s
+    };
+    for s in [&fresh, &reused] {
+        s.restore("a", long("a", 2), 1);
+        s.restore("b", st("b", 2), 4);
+        s.finish_restore();
+        s.end_initial_snapshot();
+    }
+    let mut msg = AgentEvent::default();
+    // (agent, new state or None for a delete) in order: update of many fields, update
+    // of fewer, a create, a delete, a create again.
+    let steps: Vec<(&str, Option<AgentState>)> = vec![
+        ("a", Some(st("a", 3))),
+        ("b", Some(st("b", 3))),
+        ("c", Some(long("c", 2))),
+        ("a", None),
+        ("d", Some(st("d", 2))),
+    ];
+    for (i, (id, state)) in steps.into_iter().enumerate() {
+        for s in [&fresh, &reused] {
+            match &state {
+                Some(st) => s.observe(id, st.clone(), i as u64),
+                None => {
+                    s.inventory_refreshed(&|k| k != id, 1, i as u64);
+                }
+            }
+        }
+        let want = fresh
+            .take_event(id, "src", 1000 + i as i64)
+            .expect("an event")
+            .event;
+        assert!(reused.take_event_into(id, "src", 1000 + i as i64, &mut msg));
+        assert_eq!(msg, want, "step {i} ({id})");
+        fresh.event_acked(id);
+        reused.event_acked(id);
+    }
+}

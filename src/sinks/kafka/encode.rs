@@ -92,7 +92,27 @@ fn strip_nulls(value: &mut serde_json::Value) -> bool {
 }
 
 pub fn encode_event(ev: &AgentEvent, format: Format) -> Vec<u8> {
-    encode(ev, format)
+    let mut buf = Vec::new();
+    encode_event_into(ev, format, &mut buf);
+    buf
+}
+
+/// [`encode_event`] into `buf` (cleared first; its allocation reused from record to
+/// record: librdkafka copies the payload when it takes the record).
+pub fn encode_event_into(ev: &AgentEvent, format: Format, buf: &mut Vec<u8>) {
+    buf.clear();
+    match format {
+        // A Vec grows as needed: encoding into one cannot run out of room.
+        Format::Protobuf => {
+            let _ = ev.encode(buf);
+        }
+        Format::Json => {
+            if serde_json::to_writer(&mut *buf, ev).is_err() {
+                buf.clear();
+                buf.extend_from_slice(b"{}");
+            }
+        }
+    }
 }
 
 pub fn decode_event(b: &[u8], format: Format) -> Result<AgentEvent, DecodeError> {

@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     metrics::Metrics,
-    proto::v1::AgentStateRecord,
+    proto::v1::{AgentEvent, AgentStateRecord},
     snapshot::{OutState, Store, Work},
 };
 
@@ -44,6 +44,10 @@ pub struct KafkaSink {
     /// the label lookup hashes and locks, once per event.
     events_by_op: [prometheus::IntCounter; 4],
     source: String,
+    /// The event being produced and its encoding, reused from record to record (their
+    /// strings and buffer keep their allocations; librdkafka copies what it takes).
+    event: AgentEvent,
+    payload: Vec<u8>,
 }
 
 /// Most records handed to the producer, or reports handled, per wake-up of the loop.
@@ -77,6 +81,8 @@ impl KafkaSink {
             generation: 0,
             events_by_op,
             source,
+            event: AgentEvent::default(),
+            payload: Vec::new(),
         })
     }
 
@@ -244,14 +250,29 @@ impl KafkaSink {
     /// Produces the record for `w`; returns its size, or `None` when there was nothing
     /// to send (or the producer refused it, already scheduled for retry). Its report
     /// comes back through the delivery channel.
-    fn dispatch(&self, w: Work, failure_streak: &mut u32, retries: &mut Retries) -> Option<usize> {
+    fn dispatch(
+        &mut self,
+        w: Work,
+        failure_streak: &mut u32,
+        retries: &mut Retries,
+    ) -> Option<usize> {
         match &w {
             Work::Event(id) => {
-                let out = self.store.take_event(id, &self.source, Self::now_ms())?;
-                let payload = encode::encode_event(&out.event, self.cfg.format);
-                let headers = encode::event_headers(&out.event, self.cfg.format);
+                if !self
+                    .store
+                    .take_event_into(id, &self.source, Self::now_ms(), &mut self.event)
+                {
+                    return None;
+                }
+                encode::encode_event_into(&self.event, self.cfg.format, &mut self.payload);
+                let headers = encode::event_headers(&self.event, self.cfg.format);
                 let topic = &self.cfg.events_topic;
-                let record = (topic.as_str(), Some(payload), headers, out.event.op);
+                let record = (
+                    topic.as_str(),
+                    Some(&self.payload[..]),
+                    headers,
+                    self.event.op,
+                );
                 self.send(w, record, failure_streak, retries)
             }
             Work::State(id) => {
@@ -282,7 +303,12 @@ impl KafkaSink {
             )
         });
         let topic = &self.cfg.state_topic;
-        let record = (topic.as_str(), payload, encode::state_headers(format), 0);
+        let record = (
+            topic.as_str(),
+            payload.as_deref(),
+            encode::state_headers(format),
+            0,
+        );
         self.send(w, record, failure_streak, retries)
     }
 
@@ -291,25 +317,25 @@ impl KafkaSink {
     fn send(
         &self,
         w: Work,
-        (topic, payload, headers, op): (&str, Option<Vec<u8>>, OwnedHeaders, i32),
+        (topic, payload, headers, op): (&str, Option<&[u8]>, OwnedHeaders, i32),
         failure_streak: &mut u32,
         retries: &mut Retries,
     ) -> Option<usize> {
         let key = match &w {
             Work::Event(id) | Work::State(id) => id.clone(),
         };
-        let bytes = payload.as_ref().map_or(0, Vec::len) + key.len();
+        let bytes = payload.map_or(0, <[u8]>::len) + key.len();
         let sent = Box::new(Sent {
             work: w,
             bytes,
             op,
             generation: self.generation,
         });
-        let mut record: BaseRecord<'_, str, Vec<u8>, Box<Sent>> =
+        let mut record: BaseRecord<'_, str, [u8], Box<Sent>> =
             BaseRecord::with_opaque_to(topic, sent)
                 .key(&*key)
                 .headers(headers);
-        if let Some(p) = &payload {
+        if let Some(p) = payload {
             record = record.payload(p);
         }
         match self.producer.send(record) {
