@@ -48,3 +48,29 @@ pub fn event_id_into(agent_id: &str, incarnation_ms: i64, seq: u64, out: &mut St
             .encode_lower(&mut uuid::Uuid::encode_buffer()),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Event ids are a public contract: the same text as `Uuid::new_v5` of the name,
+    /// for ids that fit the stack buffer and for longer ones, and into a used buffer.
+    #[test]
+    fn event_ids_are_the_uuid_v5_of_agent_incarnation_and_seq() {
+        let long = "x".repeat(300);
+        let mut out = "left over from before".to_owned();
+        for id in ["0200000000abc", long.as_str(), ""] {
+            let name = format!("{id}/1700000000000/42");
+            let want = uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes()).to_string();
+            assert_eq!(event_id(id, 1_700_000_000_000, 42), want);
+            event_id_into(id, 1_700_000_000_000, 42, &mut out);
+            assert_eq!(out, want);
+        }
+        // Pinned (Python's `uuid.uuid5` of the same namespace and name): a change of
+        // namespace or name format fails here.
+        assert_eq!(
+            event_id("a", 1_700_000_000_000, 42),
+            "4895ad5a-7c6f-562e-ad44-5d3fdb7ef2fb"
+        );
+    }
+}

@@ -232,6 +232,9 @@ impl Store {
             None => {
                 self.map
                     .insert(agent_id.clone(), self.first_seen(observed, sweep, initial));
+                // After the insert: a query index rebuilt in between must not record the
+                // new generation without the new agent.
+                self.generation.fetch_add(1, Ordering::Release);
                 Some(agent_id.clone())
             }
         };
@@ -283,6 +286,8 @@ impl Store {
                         shard.insert(hash, ((*id).clone(), SharedValue::new(first)), |(k, _)| {
                             self.map.hash_usize(k) as u64
                         });
+                        // Under the shard's lock, which an index rebuild's walk waits for.
+                        self.generation.fetch_add(1, Ordering::Release);
                         Some((*id).clone())
                     }
                 };
@@ -321,7 +326,8 @@ impl Store {
         }
     }
 
-    /// A new agent's entry (the caller inserts it and queues its event).
+    /// A new agent's entry (the caller inserts it, then bumps the generation and
+    /// queues its event).
     fn first_seen(&self, observed: &AgentView<'_>, sweep: u64, initial: bool) -> Entry {
         let first = Change {
             after: Some(Stored::from_view(observed, &self.interner)),
@@ -330,7 +336,6 @@ impl Store {
             sweep,
             since: Instant::now(),
         };
-        self.generation.fetch_add(1, Ordering::Release);
         Entry::first_seen(first, observed.observed_at_ms)
     }
 

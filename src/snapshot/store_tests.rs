@@ -442,15 +442,19 @@ fn a_batch_is_observed_exactly_as_one_agent_after_another() {
                 s
             })
             .collect();
-        // Agent 7 twice in the batch, the second time with another state.
+        // Agent 7 (known) and agent 250 (new in sweep 1) twice in the batch, the second
+        // time with another state.
         let mut twice = states[7].clone();
         twice.status_code = 9;
+        let mut new_twice = states[250].clone();
+        new_twice.status_code = 9;
         let mut views: Vec<(&AgentId, AgentView<'_>)> = ids
             .iter()
             .zip(&states)
             .map(|(id, s)| (id, s.view()))
             .collect();
         views.push((&ids[7], twice.view()));
+        views.push((&ids[250], new_twice.view()));
         for (id, v) in &views {
             one.observe_view(id, v, sweep);
         }

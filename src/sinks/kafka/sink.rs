@@ -172,9 +172,17 @@ impl KafkaSink {
                     let Some(w) = w else { break };
                     // Take a batch per wake-up rather than one record per trip through
                     // `select!`: during a storm the queue holds thousands of agents. At
-                    // most as many as `max_in_flight` has room for; their entries are
-                    // read into cache together first (`Store::warm`).
-                    let room_for = self.cfg.max_in_flight.saturating_sub(in_flight);
+                    // most as many as `max_in_flight` has room for, and about as many as
+                    // `max_in_flight_bytes` has at the records' average size; their
+                    // entries are read into cache together first (`Store::warm`).
+                    let per_record = bytes_in_flight.checked_div(in_flight).unwrap_or(0).max(1);
+                    let bytes_room = self
+                        .cfg
+                        .max_in_flight_bytes
+                        .saturating_sub(bytes_in_flight)
+                        / per_record
+                        + 1;
+                    let room_for = self.cfg.max_in_flight.saturating_sub(in_flight).min(bytes_room);
                     let mut batch = vec![w];
                     while batch.len() < DISPATCH_BATCH.min(room_for) {
                         match work.try_recv() {
