@@ -73,9 +73,9 @@ pub struct Row {
 }
 
 const SECRET: &str = "bench-secret";
-/// Poll period for cheap checks (counters) and for checks that scan the store.
-const COUNTER_POLL: Duration = Duration::from_millis(5);
-const SCAN_POLL: Duration = Duration::from_millis(50);
+/// Poll period of the waits: every check reads counters (`Store::unflushed` is one),
+/// nothing scans the store.
+const POLL: Duration = Duration::from_millis(5);
 
 pub async fn run(opts: BenchOptions) -> Result<Vec<Row>, BenchError> {
     let mut rows = Vec::new();
@@ -159,7 +159,7 @@ async fn run_one(n: usize, opts: &BenchOptions) -> Result<Row, BenchError> {
     let t0 = Instant::now();
     let mut first_ack: Option<Instant> = None;
     wait_until(
-        COUNTER_POLL,
+        POLL,
         Duration::from_secs(600),
         "initial snapshot events",
         || {
@@ -172,12 +172,9 @@ async fn run_one(n: usize, opts: &BenchOptions) -> Result<Row, BenchError> {
     )
     .await?;
     let emit_s = first_ack.map_or(0.0, |t| t.elapsed().as_secs_f64());
-    wait_until(
-        SCAN_POLL,
-        Duration::from_secs(600),
-        "initial snapshot",
-        || running.health.is_ready() && running.store.unflushed() == 0,
-    )
+    wait_until(POLL, Duration::from_secs(600), "initial snapshot", || {
+        running.health.is_ready() && running.store.unflushed() == 0
+    })
     .await?;
     let snapshot_s = t0.elapsed().as_secs_f64();
     let _ = reports.try_recv();
@@ -196,7 +193,7 @@ async fn run_one(n: usize, opts: &BenchOptions) -> Result<Row, BenchError> {
             .map_err(|_| BenchError::Timeout("sweep report"))?;
         sweep_ms.push(r.duration.as_secs_f64() * 1000.0);
         wait_until(
-            SCAN_POLL,
+            POLL,
             Duration::from_secs(600),
             "events acknowledged",
             || running.store.unflushed() == 0,
@@ -216,13 +213,13 @@ async fn run_one(n: usize, opts: &BenchOptions) -> Result<Row, BenchError> {
     // Restart: restore the snapshot from the state topic.
     let stop = CancellationToken::new();
     let again = app::start(cfg, stop.clone()).await?;
-    wait_until(SCAN_POLL, Duration::from_secs(600), "restore", || {
+    wait_until(POLL, Duration::from_secs(600), "restore", || {
         again.metrics.restored_agents.get() > 0
     })
     .await?;
     let restore_s = again.metrics.restore_duration_seconds.get();
     wait_until(
-        SCAN_POLL,
+        POLL,
         Duration::from_secs(600),
         "first sweep after restore",
         || again.health.is_ready() && again.store.unflushed() == 0,
@@ -271,19 +268,14 @@ async fn storm(running: &app::Running, sim: &SimProcess, n: usize) -> Result<Sto
     let t = Instant::now();
     running.sweep_now();
     let (mut first_ack, mut peak_rss) = (None, rss_bytes());
-    wait_until(
-        COUNTER_POLL,
-        Duration::from_secs(600),
-        "storm events",
-        || {
-            let acked = events(running) - events0;
-            if acked > 0 && first_ack.is_none() {
-                first_ack = Some(Instant::now());
-            }
-            peak_rss = peak_rss.max(rss_bytes());
-            acked >= n as u64
-        },
-    )
+    wait_until(POLL, Duration::from_secs(600), "storm events", || {
+        let acked = events(running) - events0;
+        if acked > 0 && first_ack.is_none() {
+            first_ack = Some(Instant::now());
+        }
+        peak_rss = peak_rss.max(rss_bytes());
+        acked >= n as u64
+    })
     .await?;
     let emit_s = first_ack.map_or(0.0, |t| t.elapsed().as_secs_f64());
     let acked = events(running) - events0;
@@ -294,7 +286,7 @@ async fn storm(running: &app::Running, sim: &SimProcess, n: usize) -> Result<Sto
             what: "storm sweep report",
             detail: e.to_string(),
         })?;
-    wait_until(SCAN_POLL, Duration::from_secs(600), "storm drained", || {
+    wait_until(POLL, Duration::from_secs(600), "storm drained", || {
         peak_rss = peak_rss.max(rss_bytes());
         running.store.unflushed() == 0
     })
@@ -325,8 +317,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Polls `f` every `every` (scanning the store is not free at 1M agents: the scans use
-/// a longer period than counter reads).
+/// Polls `f` every `every`.
 async fn wait_until(
     every: Duration,
     timeout: Duration,

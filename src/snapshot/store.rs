@@ -13,7 +13,7 @@
 use crate::sources::inventory::AgentId;
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     time::Instant,
@@ -46,6 +46,17 @@ impl Work {
             Work::Event(id) | Work::State(id) => id,
         }
     }
+}
+
+/// What `Store::take_event_locked` did.
+enum Taken {
+    /// An event was written into the message.
+    Event,
+    /// Nothing to send now.
+    Nothing,
+    /// Nothing to send: the agent was deleted before it was announced, and leaves the
+    /// map if it has no history.
+    Unannounced,
 }
 
 /// An event ready to encode, with what the sink needs to report on it.
@@ -114,6 +125,10 @@ pub struct Store {
     forget_deleted_after: u32,
     /// Shared strings of the stored states (see `compact.rs`).
     interner: Interner,
+    /// Entries not settled (`Store::unflushed`), kept as they change: every change of
+    /// an entry that can settle or unsettle it goes through `Store::counted`, and
+    /// every insert and remove through `Store::inserted` / `Store::removed`.
+    unsettled: AtomicUsize,
     work: mpsc::UnboundedSender<Work>,
 }
 
@@ -135,6 +150,7 @@ impl Store {
             diff: opts.diff,
             forget_deleted_after: opts.forget_deleted_after,
             interner: Interner::default(),
+            unsettled: AtomicUsize::new(0),
             work: tx,
         };
         (Arc::new(store), rx)
@@ -174,20 +190,21 @@ impl Store {
 
     /// Loads one agent from a state-topic record, with its incarnation.
     pub fn restore_record(&self, agent_id: &str, state: AgentState, seq: u64, incarnation_ms: i64) {
-        self.map.insert(
-            AgentId::from(agent_id),
-            Entry::restored(
-                Stored::from_view(&state.view(), &self.interner),
-                seq,
-                incarnation_ms,
-            ),
+        let entry = Entry::restored(
+            Stored::from_view(&state.view(), &self.interner),
+            seq,
+            incarnation_ms,
         );
+        self.inserted(&entry);
+        let old = self.map.insert(AgentId::from(agent_id), entry);
+        self.removed(old.as_ref());
         self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Removes an agent from the restored state (a tombstone read from the state topic).
     pub fn restore_tombstone(&self, agent_id: &str) {
-        self.map.remove(agent_id);
+        let old = self.map.remove(agent_id);
+        self.removed(old.as_ref().map(|(_, e)| e));
     }
 
     /// Replaces each id by the snapshot's key for the same agent where there is one, so
@@ -230,8 +247,10 @@ impl Store {
                 self.update(key, entry, observed, sweep, initial)
             }
             None => {
-                self.map
-                    .insert(agent_id.clone(), self.first_seen(observed, sweep, initial));
+                let entry = self.first_seen(observed, sweep, initial);
+                self.inserted(&entry);
+                let old = self.map.insert(agent_id.clone(), entry);
+                self.removed(old.as_ref());
                 // After the insert: a query index rebuilt in between must not record the
                 // new generation without the new agent.
                 self.generation.fetch_add(1, Ordering::Release);
@@ -283,6 +302,7 @@ impl Store {
                     Some((key, e)) => self.update(key, e.get_mut(), observed, sweep, initial),
                     None => {
                         let first = self.first_seen(observed, sweep, initial);
+                        self.inserted(&first);
                         shard.insert(hash, ((*id).clone(), SharedValue::new(first)), |(k, _)| {
                             self.map.hash_usize(k) as u64
                         });
@@ -350,6 +370,7 @@ impl Store {
         sweep: u64,
         initial: bool,
     ) -> Option<AgentId> {
+        let was = e.is_settled();
         let mut queue = None;
         e.stale = false;
         e.missing = 0;
@@ -403,6 +424,7 @@ impl Store {
         if moved && !held {
             self.generation.fetch_add(1, Ordering::Release);
         }
+        self.counted(was, e);
         queue
     }
 
@@ -453,6 +475,7 @@ impl Store {
             }
             let already_deleting = matches!(e.pending(), Some(c) if c.after.is_none());
             if u32::from(e.missing) >= remove_after && e.latest().is_some() && !already_deleting {
+                let was = e.is_settled();
                 e.set_pending(Change {
                     after: None,
                     initial: false,
@@ -460,6 +483,7 @@ impl Store {
                     sweep,
                     since: Instant::now(),
                 });
+                self.counted(was, &e);
                 if !e.event_queued {
                     e.event_queued = true;
                     deleted.push(e.key().clone());
@@ -473,7 +497,8 @@ impl Store {
         // Removed after the walk (a shard is locked while it is walked); the check is
         // repeated under the entry's lock.
         for k in forget {
-            self.map.remove_if(&k, |_, e| e.is_forgettable());
+            let old = self.map.remove_if(&k, |_, e| e.is_forgettable());
+            self.removed(old.as_ref().map(|(_, e)| e));
         }
         n
     }
@@ -499,22 +524,46 @@ impl Store {
         let Some(mut e) = self.map.get_mut(agent_id) else {
             return false;
         };
+        let was = e.is_settled();
+        let taken = self.take_event_locked(agent_id, &mut e, source, now_ms, out);
+        self.counted(was, &e);
+        drop(e);
+        match taken {
+            Taken::Event => true,
+            Taken::Nothing => false,
+            Taken::Unannounced => {
+                // An agent never announced at all leaves; one with history keeps its
+                // seq (see `take_event_locked`).
+                let old = self
+                    .map
+                    .remove_if(agent_id, |_, e| e.seq == 0 && e.is_settled());
+                self.removed(old.as_ref().map(|(_, e)| e));
+                false
+            }
+        }
+    }
+
+    fn take_event_locked(
+        &self,
+        agent_id: &str,
+        e: &mut Entry,
+        source: &str,
+        now_ms: i64,
+        out: &mut AgentEvent,
+    ) -> Taken {
         e.event_queued = false;
         if e.in_flight().is_some() {
-            return false;
+            return Taken::Nothing;
         }
         let Some(change) = e.pending() else {
-            return false;
+            return Taken::Nothing;
         };
         let op = match (&e.acked, &change.after) {
             (None, None) => {
                 // Deleted before it was (re-)announced: nothing to tell anyone. An agent
                 // never announced at all leaves; one with history keeps its seq.
                 e.drop_pending();
-                drop(e);
-                self.map
-                    .remove_if(agent_id, |_, e| e.seq == 0 && e.is_settled());
-                return false;
+                return Taken::Unannounced;
             }
             (None, Some(_)) if change.initial => Op::Snapshot,
             (None, Some(_)) => Op::Create,
@@ -527,7 +576,7 @@ impl Store {
                 );
                 if out.changed_fields.is_empty() {
                     e.drop_pending();
-                    return false;
+                    return Taken::Nothing;
                 }
                 Op::Update
             }
@@ -559,7 +608,7 @@ impl Store {
             None => out.before = None,
         }
         let Some(change) = e.send_pending() else {
-            return false;
+            return Taken::Nothing;
         };
         change.incarnation_ms = incarnation_ms;
         match &change.after {
@@ -589,7 +638,7 @@ impl Store {
             changed_fields: _,
             incarnation_ms: _,
         } = out;
-        true
+        Taken::Event
     }
 
     /// The events topic acknowledged the in-flight event; the state write it makes due
@@ -610,6 +659,7 @@ impl Store {
         let mut work = Vec::new();
         let mut state = None;
         if let Some(mut e) = self.map.get_mut(agent_id) {
+            let was = e.is_settled();
             if let Some(c) = e.take_in_flight() {
                 if e.acked.is_none() && c.after.is_some() {
                     e.incarnation_ms = c.incarnation_ms;
@@ -630,6 +680,7 @@ impl Store {
                 e.event_queued = true;
                 work.push(Work::Event(e.key().clone()));
             }
+            self.counted(was, &e);
         }
         for w in work {
             self.push(w);
@@ -644,7 +695,9 @@ impl Store {
         let Some(mut e) = self.map.get_mut(agent_id) else {
             return false;
         };
+        let was = e.is_settled();
         e.retry_in_flight();
+        self.counted(was, &e);
         if e.event_queued {
             // A newer observation already queued it.
             return false;
@@ -660,6 +713,7 @@ impl Store {
         if e.state_in_flight || !e.state_dirty {
             return None;
         }
+        // Dirty to in flight: unsettled before and after.
         Some(Self::start_state_write(agent_id, &mut e))
     }
 
@@ -677,7 +731,9 @@ impl Store {
     pub fn state_acked(&self, agent_id: &str) {
         let mut requeue = None;
         if let Some(mut e) = self.map.get_mut(agent_id) {
+            let was = e.is_settled();
             e.state_in_flight = false;
+            self.counted(was, &e);
             if e.state_dirty && !e.state_queued {
                 e.state_queued = true;
                 requeue = Some(e.key().clone());
@@ -700,8 +756,10 @@ impl Store {
         let Some(mut e) = self.map.get_mut(agent_id) else {
             return false;
         };
+        let was = e.is_settled();
         e.state_in_flight = false;
         e.state_dirty = true;
+        self.counted(was, &e);
         if e.state_queued {
             return false;
         }
@@ -715,9 +773,43 @@ impl Store {
         e.acked.as_ref().map(|s| (s.to_state(agent_id), e.seq))
     }
 
-    /// Agents whose change or state write is not yet acknowledged.
+    /// Agents whose change or state write is not yet acknowledged (a counter: O(1)).
     pub fn unflushed(&self) -> usize {
+        self.unsettled.load(Ordering::Acquire)
+    }
+
+    /// [`Store::unflushed`] counted by a walk over every entry (the tests check the
+    /// counter against it).
+    #[cfg(test)]
+    pub(crate) fn unflushed_by_walk(&self) -> usize {
         self.map.iter().filter(|e| !e.is_settled()).count()
+    }
+
+    /// Keeps `unsettled` in step with a change of one entry (`was`: settled before).
+    fn counted(&self, was: bool, e: &Entry) {
+        match (was, e.is_settled()) {
+            (true, false) => {
+                self.unsettled.fetch_add(1, Ordering::AcqRel);
+            }
+            (false, true) => {
+                self.unsettled.fetch_sub(1, Ordering::AcqRel);
+            }
+            _ => {}
+        }
+    }
+
+    /// An entry about to be inserted.
+    fn inserted(&self, e: &Entry) {
+        if !e.is_settled() {
+            self.unsettled.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// An entry removed from the map (or replaced by an insert), if any.
+    fn removed(&self, e: Option<&Entry>) {
+        if e.is_some_and(|e| !e.is_settled()) {
+            self.unsettled.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// One pass over every entry for the gauges.

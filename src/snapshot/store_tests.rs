@@ -480,6 +480,10 @@ fn a_batch_is_observed_exactly_as_one_agent_after_another() {
             batch.event_acked(&id);
         }
         assert_eq!(one.len(), batch.len());
+        for s in [&one, &batch] {
+            assert_eq!(s.unflushed(), s.unflushed_by_walk(), "sweep {sweep}");
+        }
+        assert_eq!(one.unflushed(), batch.unflushed(), "sweep {sweep}");
     }
     // Nothing left that differs: each agent's acknowledged state and seq.
     for id in &ids {
@@ -534,4 +538,82 @@ fn an_event_taken_into_a_reused_message_equals_a_fresh_one() {
         fresh.event_acked(id);
         reused.event_acked(id);
     }
+}
+
+/// `unflushed` is a counter kept as entries change; it must equal a walk over every
+/// entry after each step of every path: first sightings, changes, reverts, failures
+/// and retries of events and state writes, deletes, an agent deleted before it was
+/// announced, forgetting, restore records and tombstones.
+#[test]
+fn the_unflushed_counter_equals_a_walk_over_every_entry_on_every_path() {
+    let (s, _rx) = Store::with_options(StoreOptions {
+        forget_deleted_after: 1,
+        ..StoreOptions::default()
+    });
+    let check = |step: &str| assert_eq!(s.unflushed(), s.unflushed_by_walk(), "after {step}");
+    s.restore("r1", st("r1", 2), 3);
+    s.restore("r2", st("r2", 2), 3);
+    s.restore("r1", st("r1", 3), 4); // a later record of the same agent
+    s.restore_tombstone("r2");
+    check("restore");
+    s.finish_restore();
+    s.end_initial_snapshot();
+    s.observe("a", st("a", 2), 1);
+    s.observe("b", st("b", 2), 1);
+    s.observe("r1", st("r1", 2), 1);
+    check("first sightings and a change");
+    assert_eq!(s.unflushed(), 3);
+    s.observe("r1", st("r1", 3), 1);
+    check("a change reverted before delivery");
+    assert_eq!(s.unflushed(), 2);
+    // a: event fails, is retried, state write fails, is retried, settles.
+    s.take_event("a", "src", 1).expect("create");
+    check("take event");
+    assert!(s.event_failed("a"));
+    check("event failed");
+    s.take_event("a", "src", 2).expect("retry");
+    s.event_acked("a");
+    check("event acked");
+    s.take_state("a").expect("state");
+    assert!(s.state_failed("a"));
+    check("state failed");
+    s.take_state("a").expect("state again");
+    s.state_acked("a");
+    check("state acked");
+    // b: its state taken straight from the acknowledgement.
+    s.take_event("b", "src", 1).expect("create");
+    assert!(s.event_acked_take_state("b").is_some());
+    s.state_acked("b");
+    check("b settled");
+    assert_eq!(s.unflushed(), 0);
+    // c: first seen, then deleted before it was announced: it leaves.
+    s.observe("c", st("c", 2), 2);
+    check("c seen");
+    s.inventory_refreshed(&|id| id != "c", 1, 2);
+    check("c deleted before announced");
+    assert!(s.take_event("c", "src", 3).is_none());
+    check("c gone");
+    // a: deleted, tombstone written, forgotten.
+    s.inventory_refreshed(&|id| id != "a", 1, 3);
+    check("a deleted");
+    s.take_event("a", "src", 4).expect("delete");
+    s.event_acked("a");
+    s.take_state("a").expect("tombstone");
+    s.state_acked("a");
+    check("a tombstoned");
+    s.inventory_refreshed(&|id| id != "a", 1, 4);
+    s.inventory_refreshed(&|id| id != "a", 1, 5);
+    check("a forgotten");
+    assert!(s.acked("a").is_none());
+    // A batch with new and changed agents.
+    let ids: Vec<AgentId> = ["b", "d", "e"].into_iter().map(AgentId::from).collect();
+    let states: Vec<AgentState> = ids.iter().map(|id| st(id, 3)).collect();
+    let views: Vec<(&AgentId, AgentView<'_>)> = ids
+        .iter()
+        .zip(&states)
+        .map(|(id, s)| (id, s.view()))
+        .collect();
+    s.observe_batch(&views, 6);
+    check("a batch");
+    assert_eq!(s.unflushed(), 3);
 }
