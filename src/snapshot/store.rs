@@ -272,17 +272,14 @@ impl Store {
     pub fn observe_batch(&self, batch: &[(&AgentId, AgentView<'_>)], sweep: u64) {
         let initial = self.initial_snapshot.load(Ordering::Relaxed);
         let shards = self.map.shards();
-        // (shard, hash, index in the batch), by shard and, within one, in batch order
-        // (an id twice in one batch is applied in order, as one by one).
-        let mut order: Vec<(usize, u64, usize)> = batch
-            .iter()
-            .enumerate()
-            .map(|(i, (id, _))| {
-                let hash = self.map.hash_usize(&id.as_str());
-                (self.map.determine_shard(hash), hash as u64, i)
-            })
-            .collect();
-        order.sort_unstable_by_key(|&(shard, _, i)| (shard, i));
+        // In batch order within a shard: an id twice in one batch is applied in order,
+        // as one by one.
+        let order = self.by_shard(
+            batch
+                .iter()
+                .enumerate()
+                .map(|(i, (id, _))| (id.as_str(), i)),
+        );
         let mut queue: Vec<AgentId> = Vec::new();
         for group in order.chunk_by(|a, b| a.0 == b.0) {
             let mut shard = shards[group[0].0].write();
@@ -326,13 +323,7 @@ impl Store {
     /// memory: see [`Store::observe_batch`]. Changes nothing.
     pub fn warm<'a>(&self, ids: impl Iterator<Item = &'a str>) {
         let shards = self.map.shards();
-        let mut order: Vec<(usize, u64, &str)> = ids
-            .map(|id| {
-                let hash = self.map.hash_usize(&id);
-                (self.map.determine_shard(hash), hash as u64, id)
-            })
-            .collect();
-        order.sort_unstable_by_key(|&(shard, _, _)| shard);
+        let order = self.by_shard(ids.map(|id| (id, id)));
         for group in order.chunk_by(|a, b| a.0 == b.0) {
             let shard = shards[group[0].0].read();
             touch(
@@ -344,6 +335,19 @@ impl Store {
                 group.iter().map(|&(_, hash, id)| (hash, id)),
             );
         }
+    }
+
+    /// (shard, hash, item) for each (agent id, item), grouped by the agent's shard and,
+    /// within one, in the order given (a stable sort).
+    fn by_shard<'a, T>(&self, items: impl Iterator<Item = (&'a str, T)>) -> Vec<(usize, u64, T)> {
+        let mut order: Vec<(usize, u64, T)> = items
+            .map(|(id, item)| {
+                let hash = self.map.hash_usize(&id);
+                (self.map.determine_shard(hash), hash as u64, item)
+            })
+            .collect();
+        order.sort_by_key(|&(shard, _, _)| shard);
+        order
     }
 
     /// A new agent's entry (the caller inserts it, then bumps the generation and
