@@ -552,18 +552,7 @@ async fn records_in_flight_stop_at_exactly_max_in_flight_and_the_rest_wait_until
 
     broker.signal("CONT");
     svc.settle_after_sweeps(1).await;
-    let new = events_since(&broker.brokers, events, &before);
-    let mut got: Vec<String> = new
-        .iter()
-        .filter_map(|e| Some(e.after.as_ref()?.agent_id.clone()))
-        .collect();
-    got.sort();
-    let mut want = changed.clone();
-    want.sort();
-    assert_eq!(
-        got, want,
-        "every change delivered exactly once after the pause"
-    );
+    assert_each_delivered_once(&broker.brokers, events, &before, &changed);
     svc.stop().await;
 }
 
@@ -602,18 +591,7 @@ async fn records_in_flight_stop_at_max_in_flight_bytes_and_the_rest_follow_in_fu
 
     broker.signal("CONT");
     svc.settle_after_sweeps(1).await;
-    let new = events_since(&broker.brokers, events, &before);
-    let mut got: Vec<String> = new
-        .iter()
-        .filter_map(|e| Some(e.after.as_ref()?.agent_id.clone()))
-        .collect();
-    got.sort();
-    let mut want = changed.clone();
-    want.sort();
-    assert_eq!(
-        got, want,
-        "every change delivered exactly once after the pause"
-    );
+    assert_each_delivered_once(&broker.brokers, events, &before, &changed);
     svc.stop().await;
 }
 
@@ -875,4 +853,24 @@ fn the_request_timeout_must_leave_room_for_the_slot_ack_timeout() {
     let e = load("59s").expect_err("ack timeout + 1s == request timeout");
     assert!(e.to_string().contains("http.request_timeout"), "{e}");
     assert!(e.to_string().contains("slot.ack_timeout"), "{e}");
+}
+
+/// The events written to `topic` since `before` are exactly one per agent of `changed`.
+fn assert_each_delivered_once(
+    brokers: &str,
+    topic: &str,
+    before: &std::collections::HashSet<String>,
+    changed: &[String],
+) {
+    let mut got: Vec<String> = events_since(brokers, topic, before)
+        .iter()
+        .filter_map(|e| Some(e.after.as_ref()?.agent_id.clone()))
+        .collect();
+    got.sort();
+    let mut want = changed.to_vec();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "every change delivered exactly once after the pause"
+    );
 }
