@@ -103,6 +103,14 @@ enum Command {
         /// ~130 B; each also has a key and headers).
         #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
         baseline_payload_bytes: u32,
+        /// Codec of produced batches (`kafka.compression`) for the service and the
+        /// baseline: lz4 (the service's default), zstd, snappy, gzip or none.
+        #[arg(long, default_value = "lz4", value_parser = parse_compression)]
+        compression: agentwatch::sinks::kafka::Compression,
+        /// Extra librdkafka property for the service's producer and the baseline's, as
+        /// `kafka.options` in the config (e.g. `compression.type=lz4`); repeatable.
+        #[arg(long = "kafka-option", value_name = "KEY=VALUE", value_parser = parse_kafka_option)]
+        kafka_options: Vec<(String, String)>,
     },
     /// Long-run test (opt-in, ~30 min by default): simulator with faults and churn, a
     /// tansu broker restarted periodically, the service as a child process and an
@@ -195,6 +203,8 @@ fn main() -> ExitCode {
                 concurrency,
                 producer_baseline,
                 baseline_payload_bytes,
+                compression,
+                kafka_options,
             } => {
                 init_logging(LogFormat::Text, "warn");
                 let opts = agentwatch::benchmark::BenchOptions {
@@ -206,6 +216,8 @@ fn main() -> ExitCode {
                     concurrency,
                     producer_baseline,
                     baseline_payload_bytes: baseline_payload_bytes as usize,
+                    compression,
+                    kafka_options: kafka_options.into_iter().collect(),
                 };
                 report(
                     agentwatch::benchmark::run(opts)
@@ -305,6 +317,31 @@ fn parse_gse_api(s: &str) -> Result<GseApi, String> {
 }
 
 /// Loads and validates; on failure prints every problem and returns exit code 2.
+/// `bench --compression`, spelled as `kafka.compression` in the config.
+fn parse_compression(s: &str) -> Result<agentwatch::sinks::kafka::Compression, String> {
+    use agentwatch::sinks::kafka::Compression;
+    [
+        Compression::Lz4,
+        Compression::Zstd,
+        Compression::Snappy,
+        Compression::Gzip,
+        Compression::None,
+    ]
+    .into_iter()
+    .find(|c| c.as_str() == s)
+    .ok_or_else(|| format!("\"{s}\" is not one of lz4, zstd, snappy, gzip, none"))
+}
+
+/// `KEY=VALUE` of `bench --kafka-option`.
+fn parse_kafka_option(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!(
+            "expected KEY=VALUE (a librdkafka property), got {s:?}"
+        )),
+    }
+}
+
 fn load_config(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
     // Unreadable, unparsable and invalid configs are all usage errors (exit 2).
     config::load(path, std::env::vars()).map_err(|e: ConfigError| {

@@ -31,6 +31,10 @@ pub struct BenchOptions {
     pub producer_baseline: usize,
     /// Payload bytes of each baseline record.
     pub baseline_payload_bytes: usize,
+    /// `kafka.compression` of both producers.
+    pub compression: crate::sinks::kafka::Compression,
+    /// Extra librdkafka properties (`kafka.options`) for both producers.
+    pub kafka_options: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +102,14 @@ pub async fn run(opts: BenchOptions) -> Result<Vec<Row>, BenchError> {
     }
     if opts.producer_baseline > 0 {
         let broker = BrokerHandle::start(opts.brokers.as_deref())?;
-        let b = producer::run(&broker, opts.producer_baseline, opts.baseline_payload_bytes).await?;
+        let b = producer::run(
+            &broker,
+            opts.producer_baseline,
+            opts.baseline_payload_bytes,
+            opts.compression,
+            &opts.kafka_options,
+        )
+        .await?;
         println!(
             "raw producer ({}, {} records of {} B, acks=all, idempotent): {:.0} records/s with a \
              future per record, {:.0} records/s with a counting callback; raw consumer: {:.0} \
@@ -133,6 +144,8 @@ async fn run_one(n: usize, opts: &BenchOptions) -> Result<Row, BenchError> {
     cfg.kafka.events_topic = format!("bench.{n}.{}.events", &run_id[..8]);
     cfg.kafka.state_topic = format!("bench.{n}.{}.state", &run_id[..8]);
     cfg.kafka.partitions = 6;
+    cfg.kafka.compression = opts.compression;
+    cfg.kafka.options = opts.kafka_options.clone();
     cfg.http.listen = "127.0.0.1:0".into();
     if let Some(mock) = &broker.mock {
         cfg.kafka.create_topics = false;

@@ -43,10 +43,14 @@ pub(crate) async fn run(
     broker: &super::BrokerHandle,
     records: usize,
     payload_bytes: usize,
+    compression: kafka::Compression,
+    options: &std::collections::BTreeMap<String, String>,
 ) -> Result<Baseline, BenchError> {
     let mut cfg = KafkaConfig {
         brokers: broker.brokers.clone(),
         partitions: 6,
+        compression,
+        options: options.clone(),
         ..KafkaConfig::default()
     };
     let run_id = uuid::Uuid::new_v4().simple().to_string();
@@ -64,7 +68,18 @@ pub(crate) async fn run(
             .await
             .map_err(|e| start_err("baseline topics", e))?,
     }
-    let payload = vec![0x5au8; payload_bytes];
+    // Random bytes, a different payload for each record of a 64 KiB window (lz4's):
+    // a codec (`--compression`) costs its CPU on them and gains nothing, so the
+    // baseline never looks faster for being compressible. One payload repeated would
+    // shrink a batch to almost nothing.
+    let distinct = (256 * 1024 / payload_bytes.max(1)).clamp(1, 4096);
+    let payloads: Vec<Vec<u8>> = (0..distinct)
+        .map(|_| {
+            let mut p = vec![0u8; payload_bytes];
+            rand::Rng::fill(&mut rand::rng(), p.as_mut_slice());
+            p
+        })
+        .collect();
 
     // Futures, as the sink does it.
     let producer = kafka::create_producer(&cfg).map_err(|e| start_err("producer", e))?;
@@ -81,7 +96,7 @@ pub(crate) async fn run(
         let key = format!("agent-{i:08}");
         let rec = FutureRecord::to(&cfg.events_topic)
             .key(&key)
-            .payload(&payload);
+            .payload(&payloads[i % distinct]);
         match producer.send_result(rec) {
             Ok(f) => in_flight.push(f),
             Err(_) => failed += 1,
@@ -114,7 +129,9 @@ pub(crate) async fn run(
     let t = Instant::now();
     for i in 0..records {
         let key = format!("agent-{i:08}");
-        let mut rec = BaseRecord::to(&cfg.state_topic).key(&key).payload(&payload);
+        let mut rec = BaseRecord::to(&cfg.state_topic)
+            .key(&key)
+            .payload(&payloads[i % distinct]);
         loop {
             match threaded.send(rec) {
                 Ok(()) => break,

@@ -177,3 +177,53 @@ fn the_commented_transport_security_examples_name_real_fields() {
         "{errors}"
     );
 }
+
+#[test]
+fn compression_is_lz4_by_default_and_set_by_its_own_field_only() {
+    use crate::sinks::kafka::{producer::producer_config, Compression};
+
+    let c = load_str(MINIMAL, "t", env(&[])).expect("valid");
+    assert_eq!(c.kafka.compression, Compression::Lz4);
+    assert_eq!(
+        producer_config(&c.kafka).get("compression.type"),
+        Some("lz4")
+    );
+
+    let c = load_str(
+        MINIMAL,
+        "t",
+        env(&[("AGENTWATCH__KAFKA__COMPRESSION", "none")]),
+    )
+    .expect("valid");
+    assert_eq!(
+        producer_config(&c.kafka).get("compression.type"),
+        Some("none")
+    );
+
+    let text = format!("{MINIMAL}[kafka]\ncompression = \"brotli\"\n");
+    let err = load_str(&text, "t", env(&[])).expect_err("invalid");
+    let ConfigError::Invalid { errors } = err else {
+        panic!("expected field errors, got {err}");
+    };
+    let paths = errors.paths();
+    assert!(
+        paths.iter().any(|p| p.starts_with("kafka.compression")),
+        "unknown codec named: {paths:?}"
+    );
+}
+
+#[test]
+fn compression_in_kafka_options_points_at_the_field() {
+    let text = format!(
+        "{MINIMAL}[kafka.options]\n\"compression.type\" = \"zstd\"\n\"compression.codec\" = \"gzip\"\n"
+    );
+    let err = load_str(&text, "t", env(&[])).expect_err("invalid");
+    let shown = err.to_string();
+    for key in [
+        "kafka.options.compression.type",
+        "kafka.options.compression.codec",
+    ] {
+        assert!(shown.contains(key), "{key} not named in: {shown}");
+    }
+    assert!(shown.contains("set kafka.compression instead"), "{shown}");
+}

@@ -12,7 +12,7 @@ mod sink;
 pub mod to_end;
 pub mod topics;
 
-pub use config::{Format, KafkaConfig, RESERVED_OPTIONS};
+pub use config::{Compression, Format, KafkaConfig, OWN_FIELD_OPTIONS, RESERVED_OPTIONS};
 pub use error::SinkError;
 pub use producer::{client_config, create_producer};
 pub use sink::KafkaSink;

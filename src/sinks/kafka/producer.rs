@@ -34,6 +34,7 @@ pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
     let queue_kbytes = (cfg.max_in_flight_bytes / 1024 * 2).clamp(1024, 2_097_151);
     c.set("enable.idempotence", "true")
         .set("acks", "all")
+        .set("compression.type", cfg.compression.as_str())
         .set(
             "message.timeout.ms",
             cfg.message_timeout.as_millis().to_string(),
