@@ -171,5 +171,22 @@ fn diff_only(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, sweep, diff_only);
+/// The pass over the whole snapshot the poller makes after each sweep for its gauges
+/// (`Store::stats`): agents by status, stale, pending, oldest pending.
+fn stats(c: &mut Criterion) {
+    let names = StatusNames::default();
+    let mut group = c.benchmark_group("stats");
+    group.sample_size(10);
+    for n in [100_000usize, 1_000_000] {
+        let mut f = fixture(n);
+        let s = store(&mut f, &names);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::new("settled", n), &n, |b, _| {
+            b.iter(|| black_box(s.stats()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, sweep, diff_only, stats);
 criterion_main!(benches);

@@ -617,3 +617,18 @@ fn the_unflushed_counter_equals_a_walk_over_every_entry_on_every_path() {
     check("a batch");
     assert_eq!(s.unflushed(), 3);
 }
+
+#[test]
+fn status_codes_past_the_short_list_are_counted_too() {
+    let mut counts = super::CodeCounts::default();
+    let mut expected = std::collections::HashMap::new();
+    // 40 distinct codes (more than the short list holds), each seen a different number
+    // of times, interleaved.
+    for round in 0..40 {
+        for code in round..40 {
+            counts.add(code - 3);
+            *expected.entry(code - 3).or_insert(0i64) += 1;
+        }
+    }
+    assert_eq!(counts.into_map(), expected);
+}
