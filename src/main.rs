@@ -108,7 +108,7 @@ enum Command {
         #[arg(long, default_value = "lz4", value_parser = parse_compression)]
         compression: agentwatch::sinks::kafka::Compression,
         /// Extra librdkafka property for the service's producer and the baseline's, as
-        /// `kafka.options` in the config (e.g. `compression.type=lz4`); repeatable.
+        /// `kafka.options` in the config (e.g. `linger.ms=20`); repeatable.
         #[arg(long = "kafka-option", value_name = "KEY=VALUE", value_parser = parse_kafka_option)]
         kafka_options: Vec<(String, String)>,
     },
@@ -334,12 +334,24 @@ fn parse_compression(s: &str) -> Result<agentwatch::sinks::kafka::Compression, S
 
 /// `KEY=VALUE` of `bench --kafka-option`.
 fn parse_kafka_option(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
-        _ => Err(format!(
-            "expected KEY=VALUE (a librdkafka property), got {s:?}"
-        )),
+    use agentwatch::sinks::kafka::{OWN_FIELD_OPTIONS, RESERVED_OPTIONS};
+    let (k, v) = match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => (k.trim(), v),
+        _ => {
+            return Err(format!(
+                "expected KEY=VALUE (a librdkafka property), got {s:?}"
+            ))
+        }
+    };
+    // As `kafka.options` in a config: the baseline's producer is not validated
+    // as the service's config is.
+    if RESERVED_OPTIONS.contains(&k) {
+        return Err(format!("{k} is set by agentwatch itself"));
     }
+    if OWN_FIELD_OPTIONS.iter().any(|(own, _)| *own == k) {
+        return Err(format!("{k} has an option of its own: --compression"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
 }
 
 fn load_config(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {

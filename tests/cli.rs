@@ -88,3 +88,33 @@ fn environment_overrides_are_applied_and_shown() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("batch_size = 250"));
 }
+
+#[test]
+fn bench_refuses_kafka_options_agentwatch_sets_or_names_otherwise() {
+    for (arg, expected) in [
+        (
+            "compression.type=zstd",
+            "has an option of its own: --compression",
+        ),
+        ("acks=1", "acks is set by agentwatch itself"),
+        ("linger.ms", "expected KEY=VALUE"),
+    ] {
+        let out = agentwatch()
+            .args(["bench", "--agents", "10", "--kafka-option", arg])
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{arg}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{arg}: {err}");
+    }
+    let out = agentwatch()
+        .args(["bench", "--agents", "10", "--compression", "brotli"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not one of lz4, zstd, snappy, gzip, none"),
+        "{err}"
+    );
+}
